@@ -1,0 +1,51 @@
+# One-command set-up: `make test` and `make reproduce` create .venv/ themselves.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PRESET ?= toy
+# Notebooks that `make reproduce` runs, in order (00 and 03-06 arrive with their stages).
+STAGES ?= 01 02
+
+.DEFAULT_GOAL := help
+.PHONY: help setup test test-fast lint format lab data reproduce notebooks clean-runs
+
+help:  ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first, pinned, so pip takes the local CPU wheel here and the CUDA build on a GPU machine
+	$(PY) -m pip install --quiet "$$(grep -o 'torch==[0-9.]*' pyproject.toml)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv/ and install the package (idempotent; reinstalls when pyproject.toml changes)
+
+test: $(STAMP)  ## run the test suite (notebooks included)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)  ## the tests without notebook execution
+	$(PY) -m pytest -q -m "not notebook"
+
+lint: $(STAMP)  ## ruff check and format check over src, tests, benchmarks and notebooks
+	$(VENV)/bin/ruff check src tests benchmarks notebooks
+	$(VENV)/bin/ruff format --check src tests benchmarks notebooks
+
+format: $(STAMP)  ## apply ruff format and strip notebook outputs
+	$(VENV)/bin/ruff format src tests benchmarks notebooks
+	$(VENV)/bin/nbstripout --keep-id notebooks/*.ipynb
+
+lab: $(STAMP)  ## JupyterLab on the venv's kernel
+	$(VENV)/bin/jupyter lab notebooks/
+
+data: $(STAMP)  ## build the embedded default's miniature data (PRESET=toy only)
+	$(PY) -m mllm_safety.pipeline data --preset $(PRESET)
+
+reproduce: $(STAMP)  ## run the pipeline's notebooks for PRESET (default: toy)
+	$(PY) -m mllm_safety.pipeline run --preset $(PRESET) --stages $(STAGES)
+
+clean-runs:  ## delete runs/$(PRESET) (asks nothing: it is git-ignored output)
+	rm -rf runs/$(PRESET)

@@ -1,0 +1,3 @@
+"""Do multimodal LLMs need curated malicious data to be safety-aligned? A reproducible toolkit."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,69 @@
+"""Small file helpers shared by every stage: clear data errors, atomic writes, JSON reading."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+class DataFormatError(ValueError):
+    """Bad input data; the message names the file, the record and what to do."""
+
+
+def record_error(path: str | Path, index: int | None, rec_id: Any, problem: str, fix: str = "") -> DataFormatError:
+    """Build a DataFormatError that names the file, the record (index and id) and the fix."""
+    where = f"{path}"
+    if index is not None:
+        where += f": record {index}"
+        if rec_id is not None:
+            where += f" (id={rec_id!r})"
+    msg = f"{where}: {problem}"
+    return DataFormatError(msg + (f". Fix: {fix}" if fix else ""))
+
+
+def read_json(path: str | Path) -> Any:
+    """Read a JSON file, turning a missing file or a syntax error into a DataFormatError."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(f"{path}: file not found. Fix: check the path (and data_root in the preset)")
+    try:
+        with path.open(encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise DataFormatError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None], mode: str, overwrite: bool) -> Path:
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text(path: str | Path, text: str, overwrite: bool = True) -> Path:
+    """Write text atomically (temp file in the same folder, then rename)."""
+    return _atomic_write(Path(path), lambda f: f.write(text), "w", overwrite)
+
+
+def write_bytes(path: str | Path, data: bytes, overwrite: bool = True) -> Path:
+    """Write bytes atomically."""
+    return _atomic_write(Path(path), lambda f: f.write(data), "wb", overwrite)
+
+
+def write_json(path: str | Path, obj: Any, overwrite: bool = True, indent: int | None = 2) -> Path:
+    """Write JSON atomically with stable formatting (UTF-8, no ASCII escaping, trailing newline)."""
+    text = json.dumps(obj, ensure_ascii=False, indent=indent) + "\n"
+    return write_text(path, text, overwrite=overwrite)

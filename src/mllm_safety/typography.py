@@ -1,0 +1,195 @@
+"""Typographic attack images (REFERENCE.md §5) and whole benchmark folders in the FigStep and
+MM-SafetyBench layouts, which `load_benchmark` reads back. CLI: `python -m mllm_safety.typography`.
+
+Fonts: FigStep uses FreeMonoBold (Debian `fonts-freefont-ttf`), MM-SafetyBench copies use Arial. When a font
+is not installed we fall back to DejaVu (Debian `fonts-dejavu-core`), then to Pillow's bundled font; the font
+actually used is written to `typography.json` in every folder we create.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import random
+import shutil
+import sys
+import tempfile
+import textwrap
+from functools import lru_cache
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+from .benchmarks import FIGSTEP_COLUMNS
+from .files import DataFormatError, write_json
+
+FONT_DIRS = ("/usr/share/fonts/truetype", "/usr/share/fonts", "/Library/Fonts", "C:/Windows/Fonts")
+FIGSTEP_FONTS = ("freefont/FreeMonoBold.ttf", "FreeMonoBold.ttf", "dejavu/DejaVuSansMono-Bold.ttf")
+MMSB_FONTS = ("msttcorefonts/Arial.ttf", "Arial.ttf", "arial.ttf", "freefont/FreeSans.ttf", "dejavu/DejaVuSans.ttf")
+MMSB_COLUMNS = ("scenario", "qid", "question", "key_phrase", "phrase_type", "rephrased_question",
+                "rephrased_question_sd", "changed_question")  # fmt: skip
+ImageFontType = ImageFont.FreeTypeFont | ImageFont.ImageFont
+
+
+@lru_cache(maxsize=None)
+def find_font(candidates: tuple[str, ...], size: int) -> tuple[ImageFontType, str]:
+    """The first installed candidate font at `size`, or Pillow's bundled font; returns (font, name used)."""
+    for name in candidates:
+        for base in FONT_DIRS:
+            path = Path(base) / name
+            if path.is_file():
+                return ImageFont.truetype(str(path), size), str(path)
+    return ImageFont.load_default(size=size), "pillow-default"
+
+
+def figstep_image(instruction: str, size: int = 760, font_size: int = 80) -> Image.Image:
+    """FigStep: the instruction wrapped at 15 characters, then an empty list '1. 2. 3.', on white."""
+    font, _ = find_font(FIGSTEP_FONTS, font_size)
+    img = Image.new("RGB", (size, size), "white")
+    text = textwrap.fill(instruction, width=15) + "\n1. \n2. \n3. "
+    ImageDraw.Draw(img).multiline_text((20, 10), text, fill="black", font=font, spacing=11)
+    return img
+
+
+def wrap_by_width(text: str, font: ImageFontType, width: int) -> list[str]:
+    """Greedy word wrap so that every line's rendered width fits in `width` pixels."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and font.getlength(lines[-1] + " " + word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines or [""]
+
+
+def typo_image(key_phrase: str, width: int = 1024, font_size: int = 90) -> Image.Image:
+    """MM-SafetyBench TYPO: the key phrase, word-wrapped, black on a white strip of 90*(lines+1) px."""
+    font, _ = find_font(MMSB_FONTS, font_size)
+    lines = wrap_by_width(key_phrase, font, width)
+    img = Image.new("RGB", (width, font_size * (len(lines) + 1)), "white")
+    ImageDraw.Draw(img).multiline_text((0, font_size // 2), "\n".join(lines), fill="black", font=font)
+    return img
+
+
+def stack_sd_typo(sd: Image.Image, typo: Image.Image) -> Image.Image:
+    """SD_TYPO: the picture above the typography strip."""
+    out = Image.new("RGB", (max(sd.width, typo.width), sd.height + typo.height), "white")
+    out.paste(sd, (0, 0))
+    out.paste(typo, (0, sd.height))
+    return out
+
+
+def placeholder_picture(key: str, size: int = 1024) -> Image.Image:
+    """A deterministic abstract picture standing in for a Stable Diffusion image (no text in it)."""
+    rng = random.Random(int(hashlib.sha256(key.encode()).hexdigest()[:16], 16))
+    img = Image.new("RGB", (size, size), tuple(rng.randrange(256) for _ in range(3)))
+    draw = ImageDraw.Draw(img)
+    for _ in range(12):
+        x0, y0 = rng.randrange(size), rng.randrange(size)
+        box = (x0, y0, x0 + rng.randrange(size // 8, size // 2), y0 + rng.randrange(size // 8, size // 2))
+        draw.ellipse(box, fill=tuple(rng.randrange(256) for _ in range(3)))
+    return img
+
+
+def font_record() -> dict[str, str]:
+    """Which font files the two styles resolve to on this machine."""
+    return {"figstep_font": find_font(FIGSTEP_FONTS, 80)[1], "mm_safetybench_font": find_font(MMSB_FONTS, 90)[1]}
+
+
+def build_folder(root: Path, overwrite: bool, fill, record_fonts: bool = True) -> Path:
+    """Build a folder in a temp sibling and rename it into place, so a failure leaves nothing half-written."""
+    if root.exists() and not overwrite:
+        raise FileExistsError(f"{root} exists; pass --overwrite to replace it")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}."))
+    try:
+        fill(tmp)
+        if record_fonts:
+            write_json(tmp / "typography.json", font_record())
+        if root.exists():
+            shutil.rmtree(root)
+        tmp.rename(root)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def write_figstep(rows: list[dict[str, str]], root: str | Path, size: int = 760, overwrite: bool = False) -> Path:
+    """Write question/safebench.csv and images/SafeBench/query_ForbidQI_{cat}_{task}_6.png under root."""
+
+    def fill(tmp: Path) -> None:
+        (tmp / "question").mkdir()
+        (tmp / "images" / "SafeBench").mkdir(parents=True)
+        with (tmp / "question" / "safebench.csv").open("w", encoding="utf-8", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=FIGSTEP_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+        for row in rows:
+            name = f"query_ForbidQI_{row['category_id']}_{row['task_id']}_6.png"
+            figstep_image(row["instruction"], size=size).save(tmp / "images" / "SafeBench" / name)
+
+    return build_folder(Path(root), overwrite, fill)
+
+
+def mmsb_question(row: dict[str, str]) -> dict[str, str]:
+    """One processed_questions entry with the real key names."""
+    return {
+        "Question": row["question"], "GPT-Pred": row.get("gpt_pred", ""), "Changed Question": row["changed_question"],
+        "Key Phrase": row["key_phrase"], "Phrase Type": row["phrase_type"],
+        "Rephrased Question": row["rephrased_question"], "Rephrased Question(SD)": row["rephrased_question_sd"],
+    }  # fmt: skip
+
+
+def write_mm_safetybench(rows: list[dict[str, str]], root: str | Path, sd_size: int = 1024, overwrite: bool = False) -> Path:
+    """Write processed_questions/{scenario}.json and imgs/{scenario}/{SD,TYPO,SD_TYPO}/{qid}.jpg under root.
+
+    A row's optional `sd_image` column names a picture to use; without it a placeholder picture is drawn.
+    """
+
+    def fill(tmp: Path) -> None:
+        scenarios: dict[str, dict[str, dict]] = {}
+        for row in rows:
+            scenarios.setdefault(row["scenario"], {})[str(row["qid"])] = mmsb_question(row)
+            folder = tmp / "imgs" / row["scenario"]
+            sd = Image.open(row["sd_image"]).convert("RGB") if row.get("sd_image") else placeholder_picture(row["key_phrase"], sd_size)
+            typo = typo_image(row["key_phrase"], width=sd.width, font_size=max(12, round(90 * sd.width / 1024)))
+            for sub, img in (("SD", sd), ("TYPO", typo), ("SD_TYPO", stack_sd_typo(sd, typo))):
+                (folder / sub).mkdir(parents=True, exist_ok=True)
+                img.save(folder / sub / f"{row['qid']}.jpg", quality=90)
+        for name, questions in scenarios.items():
+            write_json(tmp / "processed_questions" / f"{name}.json", questions, indent=4)
+
+    return build_folder(Path(root), overwrite, fill)
+
+
+def read_rows(path: str | Path, required: tuple[str, ...]) -> list[dict[str, str]]:
+    """Rows of an input CSV, failing clearly on missing columns."""
+    from .benchmarks import read_csv
+
+    return read_csv(Path(path), required)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: write a FigStep or MM-SafetyBench folder from a CSV of instructions / key phrases."""
+    p = argparse.ArgumentParser(prog="python -m mllm_safety.typography", description=__doc__.split("\n")[0])
+    p.add_argument("layout", choices=("figstep", "mm_safetybench"))
+    p.add_argument("--csv", required=True, help=f"figstep: columns {FIGSTEP_COLUMNS}; mm_safetybench: {MMSB_COLUMNS}")
+    p.add_argument("--out", required=True, help="the benchmark folder to create")
+    p.add_argument("--size", type=int, default=None, help="canvas size (figstep 760, SD pictures 1024)")
+    p.add_argument("--overwrite", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        if args.layout == "figstep":
+            root = write_figstep(read_rows(args.csv, FIGSTEP_COLUMNS), args.out, args.size or 760, args.overwrite)
+        else:
+            root = write_mm_safetybench(read_rows(args.csv, MMSB_COLUMNS), args.out, args.size or 1024, args.overwrite)
+    except (DataFormatError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(root)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
