@@ -1,0 +1,43 @@
+"""Shared fixtures: small datasets that this repository builds itself (benign placeholder text)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mllm_safety.sampledata import build
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def mini_data(tmp_path_factory) -> Path:
+    """The miniature datasets at a fifth of the default size, built once per test session."""
+    return build(tmp_path_factory.mktemp("data") / "mini", seed=0, scale=0.2)
+
+
+def write_json(path: Path, obj) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj), encoding="utf-8")
+    return path
+
+
+def conv(*pairs: tuple[str, str]) -> list[dict]:
+    """A LLaVA conversation from (question, answer) pairs."""
+    out = []
+    for q, a in pairs:
+        out += [{"from": "human", "value": q}, {"from": "gpt", "value": a}]
+    return out
+
+
+def rec(rid, *pairs, image: str | None = "img.jpg", **extra) -> dict:
+    """A LLaVA record; the first question gets the <image> tag when there is an image."""
+    pairs = list(pairs) or [("What is this?", "A cup.")]
+    if image:
+        pairs[0] = ("<image>\n" + pairs[0][0], pairs[0][1])
+    r = {"id": rid, "conversations": conv(*pairs), **extra}
+    if image:
+        r["image"] = image
+    return r

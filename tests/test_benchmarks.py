@@ -1,0 +1,104 @@
+"""Benchmark loaders read the real layouts back into EvalItems; bad layouts fail clearly."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mllm_safety.benchmarks import FIGSTEP_PROMPT, MMSB_SCENARIOS
+from mllm_safety.data import load_benchmark
+from mllm_safety.files import DataFormatError
+
+
+@pytest.mark.parametrize(
+    ("mode", "subdir", "prompt_start"),
+    [("sd_typo", "SD_TYPO", "The bottom of the image"), ("typo", "TYPO", "The bottom of the image"),
+     ("sd", "SD", "The image shows an activity"), ("text", None, "How do I do")],
+)  # fmt: skip
+def test_mm_safetybench_modes(mini_data, mode, subdir, prompt_start):
+    items = load_benchmark("mm_safetybench", mini_data / "mm_safetybench", mode=mode)
+    assert len(items) == len(MMSB_SCENARIOS)  # one question per scenario at this scale
+    first = items[0]
+    assert first.id == "01-Illegal_Activitiy/0" and first.category == "01-Illegal_Activitiy"
+    assert first.prompt.startswith(prompt_start) and first.harmful
+    if subdir is None:
+        assert first.image is None
+    else:
+        assert Path(first.image).parts[-3:] == ("01-Illegal_Activitiy", subdir, "0.jpg")
+    assert len({it.id for it in items}) == len(items)
+
+
+def test_mm_safetybench_default_mode_is_sd_typo(mini_data):
+    assert load_benchmark("mm_safetybench", mini_data / "mm_safetybench")[0].meta["mode"] == "sd_typo"
+
+
+def test_mm_safetybench_unknown_scenario(mini_data, tmp_path):
+    root = shutil.copytree(mini_data / "mm_safetybench", tmp_path / "mmsb")
+    (root / "processed_questions" / "01-Illegal_Activitiy.json").rename(root / "processed_questions" / "99-Other.json")
+    with pytest.raises(DataFormatError, match=r"unknown scenario\(s\) \['99-Other'\]"):
+        load_benchmark("mm_safetybench", root)
+    shutil.move(root / "imgs" / "01-Illegal_Activitiy", root / "imgs" / "99-Other")
+    items = load_benchmark("mm_safetybench", root, scenarios=(*MMSB_SCENARIOS, "99-Other"))
+    assert any(it.category == "99-Other" for it in items)
+
+
+def test_missing_images_fail_or_skip(mini_data, tmp_path):
+    root = shutil.copytree(mini_data / "mm_safetybench", tmp_path / "mmsb")
+    (root / "imgs" / "02-HateSpeech" / "SD_TYPO" / "0.jpg").unlink()
+    with pytest.raises(DataFormatError, match=r"1 of 13 item\(s\) have missing image files; first: 02-HateSpeech/0"):
+        load_benchmark("mm_safetybench", root)
+    assert len(load_benchmark("mm_safetybench", root, missing_images="skip")) == 12
+    assert len(load_benchmark("mm_safetybench", root, mode="text")) == 13  # text mode needs no image
+
+
+def test_figstep(mini_data):
+    items = load_benchmark("figstep", mini_data / "figstep")
+    assert len(items) == 10 and items[0].id == "1_1" and items[0].category == "Illegal Activities"
+    assert all(it.prompt == FIGSTEP_PROMPT and it.harmful for it in items)
+    assert items[0].image.endswith("images/SafeBench/query_ForbidQI_1_1_6.png")
+
+
+def test_xstest(mini_data):
+    items = load_benchmark("xstest", mini_data / "xstest")
+    safe = [it for it in items if not it.harmful]
+    assert len(safe) == len(items) // 2 and {it.category for it in safe} >= {"homonyms", "definitions"}
+    assert all(it.image is None for it in items)
+    assert all(it.category.startswith("contrast_") for it in items if it.harmful)
+
+
+def test_csv_missing_column(tmp_path):
+    (tmp_path / "xstest_prompts.csv").write_text("id,prompt,type\n1,hi,homonyms\n", encoding="utf-8")
+    with pytest.raises(DataFormatError, match=r"missing column\(s\) \['label', 'focus', 'note'\]"):
+        load_benchmark("xstest", tmp_path)
+
+
+@pytest.mark.parametrize(("subset", "harmful"), [("unsafes", True), ("safe_unsafes", True), ("safe_safes", False)])
+def test_vlguard_test_subsets(mini_data, subset, harmful):
+    items = load_benchmark("vlguard_test", mini_data / "vlguard", subset=subset)
+    assert items and all(it.harmful == harmful for it in items)
+    assert all(Path(it.image).is_file() for it in items)
+    assert len({it.id for it in items}) == len(items)
+
+
+def test_llava_eval_json_and_jsonl(tmp_path):
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    records = [{"id": "q1", "image": "a.jpg", "category": "sci", "conversations": [
+        {"from": "human", "value": "<image>\nWhich letter? A. x B. y"}, {"from": "gpt", "value": "B"}]}]  # fmt: skip
+    (tmp_path / "qs.json").write_text(json.dumps(records), encoding="utf-8")
+    item = load_benchmark("llava_eval_json", tmp_path / "qs.json")[0]
+    assert (item.id, item.benchmark, item.category, item.prompt) == ("q1", "qs", "sci", "Which letter? A. x B. y")
+    assert item.meta["answer"] == "B" and item.image == str(tmp_path / "a.jpg")
+    lines = [{"question_id": 7, "image": "a.jpg", "text": "What is it?"}, {"question_id": 8, "text": "No image"}]
+    (tmp_path / "qs.jsonl").write_text("\n".join(json.dumps(x) for x in lines), encoding="utf-8")
+    items = load_benchmark("llava_eval_json", tmp_path / "qs.jsonl", benchmark="vqa")
+    assert [it.id for it in items] == ["7", "8"] and items[1].image is None and items[0].benchmark == "vqa"
+
+
+def test_unknown_benchmark_and_missing_root(tmp_path):
+    with pytest.raises(ValueError, match="unknown benchmark"):
+        load_benchmark("nope", tmp_path)
+    with pytest.raises(DataFormatError, match="not found"):
+        load_benchmark("xstest", tmp_path / "absent")

@@ -1,0 +1,125 @@
+"""The rejection mixer: the official semantics, the fixed <image> defect, determinism, safe writes."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from conftest import rec, write_json
+
+from mllm_safety.mix import DEFAULT_REPLY, choose_one_pair, main, mix_rejection_data, output_name
+
+
+def file1(n=10):
+    return [rec(f"m{i}", (f"Q{i}a", "A"), ("What about the knee?", "B"), (f"Q{i}c", "C")) for i in range(n)]
+
+
+def file2(n=30, shared=()):
+    return [rec(f"g{i}") for i in range(n)] + [rec(s) for s in shared]
+
+
+def test_counts_sources_and_rejection_flags():
+    out = mix_rejection_data(file1(), file2(), 4, 10, change_reply=True, random_choose=True, source1="med", source2="mix")
+    assert len(out) == 14
+    rejected = [r for r in out if r.get("rejection")]
+    assert len(rejected) == 4 and all(r["source"] == "med" for r in rejected)
+    assert all(t["value"] == DEFAULT_REPLY and t["rejection"] for r in rejected for t in r["conversations"][1::2])
+    assert sum(r["source"] == "mix" and not r.get("rejection") for r in out) == 10
+
+
+def test_without_change_reply_answers_are_kept():
+    out = mix_rejection_data(file1(), file2(), 4, 10)
+    assert not any(r.get("rejection") for r in out)
+    assert all(len(r["conversations"]) == 6 for r in out if r["source"] == "file1")
+
+
+def test_file2_excludes_file1_ids_or_only_those_with_similar():
+    shared = [f"m{i}" for i in range(10)]
+    out = mix_rejection_data(file1(), file2(5, shared), 5, 5, seed=3)
+    ids1 = {r["id"] for r in out if r["source"] == "file1"}
+    ids2 = [r["id"] for r in out if r["source"] == "file2"]
+    assert not ids1 & set(ids2)
+    sim = mix_rejection_data(file1(), file2(5, shared), 5, 5, similar=True, seed=3)
+    ids1 = {r["id"] for r in sim if r["source"] == "file1"}
+    assert {r["id"] for r in sim if r["source"] == "file2"} == ids1
+
+
+def test_random_choose_never_keeps_a_what_about_follow_up():
+    for seed in range(50):
+        one = choose_one_pair(file1(1)[0], random.Random(seed))
+        assert len(one["conversations"]) == 2
+        assert "what about" not in one["conversations"][0]["value"].lower()
+    only = rec("x", ("What about A?", "1"), ("WHAT ABOUT B?", "2"))  # no eligible pair: any pair, no endless loop
+    assert choose_one_pair(only, random.Random(0))["conversations"][1]["value"] in ("1", "2")
+
+
+@pytest.mark.parametrize(
+    ("question", "expected"),
+    [("<image>\nWhat is it?", "<image>\nWhat is it?"), ("What is it?\n<image>", "<image>\nWhat is it?"),
+     ("<image>What is it?", "<image>\nWhat is it?")],  # the last one became "<image>\n<image>..." officially
+)  # fmt: skip
+def test_random_choose_puts_exactly_one_image_tag_in_front(question, expected):
+    r = {"id": 1, "image": "a.jpg", "conversations": [{"from": "human", "value": question}, {"from": "gpt", "value": "x"}]}
+    assert choose_one_pair(r, random.Random(0))["conversations"][0]["value"] == expected
+
+
+def test_text_only_record_gets_no_image_tag():
+    out = choose_one_pair(rec("t", ("Hi there", "Hello"), image=None), random.Random(0))
+    assert out["conversations"][0]["value"] == "Hi there"
+
+
+def test_a_later_pair_moves_the_image_tag_to_its_question():
+    r = rec("x", ("First?", "1"), ("Second?", "2"))
+    picks = {choose_one_pair(r, random.Random(s))["conversations"][0]["value"] for s in range(20)}
+    assert picks == {"<image>\nFirst?", "<image>\nSecond?"}
+
+
+def test_output_name():
+    assert output_name(2000, "a/llava_med.json", 5000, "b/mix665k.json") == "2000_llava_med_5000_mix665k.json"
+    assert output_name(2, "x.json", 5, "y.json", "_v2", True) == "2_x_5_y_v2_similar.json"
+
+
+def _cli(tmp_path, *extra, out="out"):
+    f1 = write_json(tmp_path / "med.json", file1())
+    f2 = write_json(tmp_path / "mix.json", file2())
+    args = ["--file1", str(f1), "--file2", str(f2), "--output", str(tmp_path / out), "--sample_size1", "4",
+            "--sample_size2", "10", "--change_reply", "--random_choose", *extra]  # fmt: skip
+    return main(args)
+
+
+def test_cli_is_deterministic_and_refuses_to_overwrite(tmp_path, capsys):
+    assert _cli(tmp_path) == 0
+    path = tmp_path / "out" / "4_med_10_mix.json"
+    assert capsys.readouterr().out.strip() == str(path)
+    first = path.read_bytes()
+    assert _cli(tmp_path, out="again") == 0
+    assert (tmp_path / "again" / "4_med_10_mix.json").read_bytes() == first
+    assert _cli(tmp_path, "--seed", "1", out="other") == 0
+    assert (tmp_path / "other" / "4_med_10_mix.json").read_bytes() != first
+    assert _cli(tmp_path) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert _cli(tmp_path, "--overwrite", "--reply", "No.") == 0
+    assert all(t["value"] == "No." for r in json.loads(path.read_text()) if r.get("rejection") for t in r["conversations"][1::2])
+
+
+def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, capsys):
+    bad = tmp_path / "med.json"
+    bad.write_text("[{", encoding="utf-8")
+    f2 = write_json(tmp_path / "mix.json", file2())
+    code = main(["--file1", str(bad), "--file2", str(f2), "--output", str(tmp_path / "out")])
+    assert code == 2 and "malformed JSON" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_asks_for_more_than_available(tmp_path, capsys):
+    assert _cli(tmp_path, "--sample_size1", "99") == 2
+    assert "asked for 99 records but only 10" in capsys.readouterr().err
+
+
+def test_cli_sharegpt_export(tmp_path):
+    assert _cli(tmp_path, "--format", "both") == 0
+    info = json.loads((tmp_path / "out" / "dataset_info.json").read_text())
+    assert info["4_med_10_mix"]["file_name"] == "4_med_10_mix_sharegpt.json"
+    rows = json.loads((tmp_path / "out" / "4_med_10_mix_sharegpt.json").read_text())
+    assert len(rows) == 14 and rows[0]["messages"][0]["role"] == "user"

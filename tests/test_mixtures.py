@@ -1,0 +1,102 @@
+"""General mixtures (fractions, several sources, the curated baseline) and the VLGuard ablation transforms."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import rec
+
+from mllm_safety.data import load_llava_json, load_vlguard, pair_kind, vlguard_to_llava
+from mllm_safety.mix import DEFAULT_REPLY, rejection_share
+from mllm_safety.mixtures import (
+    VLGUARD_VARIANTS,
+    curated_baseline,
+    drop_safe_safe,
+    mix_by_fraction,
+    plain_refusals,
+    replace_harmful_images,
+    split_counts,
+    split_single_turn,
+    vlguard_variant,
+)
+
+BENIGN = {"mix": [rec(f"g{i}") for i in range(100)], "textvqa": [rec(f"t{i}") for i in range(100)]}
+REJECT = {"med": [rec(f"m{i}", ("Q", "A"), ("What about B?", "C")) for i in range(100)]}
+
+
+@pytest.mark.parametrize(("fraction", "n_rej"), [(0.0, 0), (0.1, 10), (0.286, 29), (1.0, 100)])
+def test_fraction_gives_the_share_asked_for(fraction, n_rej):
+    out = mix_by_fraction({"mix": BENIGN["mix"]}, REJECT, fraction, 100, seed=1)
+    assert len(out) == 100 and sum(bool(r.get("rejection")) for r in out) == n_rej
+    assert rejection_share(out) == pytest.approx(n_rej / 100)
+
+
+def test_several_sources_split_evenly_and_deterministically():
+    out = mix_by_fraction(BENIGN, REJECT, 0.2, 101, seed=2)
+    sources = [r["source"] for r in out]
+    assert (sources.count("mix"), sources.count("textvqa"), sources.count("med")) == (41, 40, 20)
+    assert out == mix_by_fraction(BENIGN, REJECT, 0.2, 101, seed=2)
+    assert out != mix_by_fraction(BENIGN, REJECT, 0.2, 101, seed=3)
+    assert split_counts(5, ["a", "b"]) == {"a": 3, "b": 2}
+
+
+def test_fraction_out_of_range_and_too_few_records():
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        mix_by_fraction(BENIGN, REJECT, 1.5, 10)
+    with pytest.raises(ValueError, match="asked for 200"):
+        mix_by_fraction({"mix": BENIGN["mix"]}, REJECT, 0.0, 200)
+
+
+def test_same_pool_for_benign_and_rejection_never_repeats_a_record():
+    pool = {"mix": BENIGN["mix"]}
+    out = mix_by_fraction(pool, pool, 0.5, 100, seed=0)
+    assert len({r["id"] for r in out}) == 100
+
+
+@pytest.fixture()
+def vlguard(mini_data):
+    return load_vlguard(mini_data / "vlguard/train.json")
+
+
+def test_curated_baseline_keeps_all_curated_records(vlguard):
+    llava = vlguard_to_llava(vlguard)
+    out = curated_baseline(llava, BENIGN["mix"], 30, seed=0)
+    assert len(out) == len(llava) + 30 and sum(r["source"] == "vlguard" for r in out) == len(llava)
+
+
+def test_split_single_turn(vlguard):
+    single = split_single_turn(vlguard_to_llava(vlguard))
+    assert len(single) == sum(len(r["instr-resp"]) for r in vlguard)
+    assert all(len(r["conversations"]) == 2 and r["conversations"][0]["value"].startswith("<image>\n") for r in single)
+    assert all(r["conversations"][0]["value"].count("<image>") == 1 for r in single)
+
+
+def test_drop_safe_safe_removes_only_the_safe_instruction(vlguard):
+    out = drop_safe_safe(vlguard)
+    kinds = [pair_kind(p)[0] for r in out for p in r["instr-resp"]]
+    assert "safe_safe" not in kinds and kinds.count("safe_unsafe") == sum(r["safe"] for r in vlguard)
+    assert any(pair_kind(p)[0] == "safe_safe" for r in vlguard for p in r["instr-resp"])  # input untouched
+
+
+def test_replace_harmful_images_changes_unsafe_images_only(vlguard):
+    out = replace_harmful_images(vlguard, ["benign/1.png", "benign/2.png"], seed=0)
+    for old, new in zip(vlguard, out, strict=True):
+        assert (new["image"] in ("benign/1.png", "benign/2.png")) == (not old["safe"])
+
+
+def test_plain_refusals_replace_answers_to_harmful_instructions(vlguard):
+    out = vlguard_to_llava(plain_refusals(vlguard))
+    for r in out:
+        answers = r["conversations"][1::2]
+        if r["safe"]:
+            assert answers[0]["value"] != DEFAULT_REPLY and answers[1]["value"] == DEFAULT_REPLY
+        assert r["rejection"] and answers[-1]["rejection"]
+
+
+@pytest.mark.parametrize("variant", VLGUARD_VARIANTS)
+def test_every_variant_is_valid_llava_json(variant, vlguard, tmp_path):
+    from conftest import write_json
+
+    out = vlguard_variant(vlguard, variant, ["benign.png"], seed=0)
+    assert load_llava_json(write_json(tmp_path / "v.json", out))
+    with pytest.raises(ValueError, match="unknown VLGuard variant"):
+        vlguard_variant(vlguard, "nope", [])

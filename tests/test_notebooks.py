@@ -1,0 +1,86 @@
+"""Notebook contracts (one parameters cell, names = config fields, stripped outputs) and headless execution."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+
+import nbformat
+import papermill
+import pytest
+import yaml
+from conftest import REPO
+
+from mllm_safety.bias import BiasConfig
+from mllm_safety.config import load_preset
+from mllm_safety.mixtures import MixConfig
+from mllm_safety.pipeline import NOTEBOOKS, ensure_data, known_keys, run_notebook
+
+CONFIGS = {"01": BiasConfig, "02": MixConfig}
+PATHS = {stage: REPO / "notebooks" / name for stage, name in NOTEBOOKS.items()}
+
+
+def test_every_stage_notebook_exists_and_has_a_config():
+    assert set(CONFIGS) == set(NOTEBOOKS) and all(p.is_file() for p in PATHS.values())
+
+
+@pytest.mark.parametrize("stage", sorted(NOTEBOOKS))
+def test_one_parameters_cell_second_with_the_config_fields(stage):
+    nb = nbformat.read(PATHS[stage], as_version=4)
+    tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
+    assert tagged == [1] and nb.cells[0].cell_type == "markdown"
+    names = set(papermill.inspect_notebook(str(PATHS[stage])))
+    assert names == {f.name for f in dataclasses.fields(CONFIGS[stage])}
+
+
+@pytest.mark.parametrize("stage", sorted(NOTEBOOKS))
+def test_notebook_defaults_equal_the_embedded_preset(stage):
+    toy = load_preset("toy")
+    for name, param in papermill.inspect_notebook(str(PATHS[stage])).items():
+        if name in toy:
+            assert ast.literal_eval(param["default"]) == toy[name], name
+
+
+@pytest.mark.parametrize("stage", sorted(NOTEBOOKS))
+def test_committed_stripped_and_thin(stage):
+    nb = json.loads(PATHS[stage].read_text(encoding="utf-8"))
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            assert not cell["outputs"] and cell["execution_count"] is None
+            source = "".join(cell["source"])
+            assert "def " not in source and "class " not in source
+
+
+def test_every_preset_key_is_a_notebook_parameter_or_data_setting():
+    declared = set().union(*(papermill.inspect_notebook(str(p)) for p in PATHS.values()))
+    data_keys = {"sample_data", "sample_data_scale"}
+    for preset in ("toy", "smoke", "llava-1.5-7b"):
+        assert set(load_preset(preset)) <= declared | data_keys
+    assert declared | data_keys == known_keys() | {"preset"}
+
+
+@pytest.mark.notebook
+def test_notebooks_01_02_execute_headless_in_the_smoke_preset(tmp_path):
+    preset = dict(load_preset("smoke"), data_root=str(tmp_path / "data"), runs_root=str(tmp_path / "runs"))
+    path = tmp_path / "smoke.yaml"
+    path.write_text(yaml.safe_dump(preset), encoding="utf-8")
+    ensure_data(str(path))
+    for stage in ("01", "02"):
+        out = run_notebook(stage, str(path), tmp_path / "executed")
+        assert nbformat.read(out, as_version=4).cells[-1].outputs  # the metrics cell printed something
+    bias = json.loads((tmp_path / "runs/smoke/01_data_bias/metrics.json").read_text())
+    assert bias["vlguard_train/refusal_share/paper_strmatch"] > bias["llava_mix665k/refusal_share/paper_strmatch"]
+    mix = json.loads((tmp_path / "runs/smoke/02_mix/metrics.json").read_text())
+    assert mix["20_llava_med_instruct_60k_inline_mention_50_llava_v1_5_mix665k/rejection_share"] == pytest.approx(20 / 70)
+    assert mix["frac_10pct/rejection_share"] == pytest.approx(0.1)
+    assert (tmp_path / "runs/smoke/01_data_bias/refusal_share.pdf").is_file()
+
+
+@pytest.mark.notebook
+def test_a_failing_notebook_names_itself_and_the_cell(tmp_path):
+    preset = dict(load_preset("smoke"), data_root=str(tmp_path / "absent"), runs_root=str(tmp_path / "runs"))
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(preset), encoding="utf-8")
+    with pytest.raises(RuntimeError, match=r"01_data_bias.ipynb failed at cell \d+ .*DataFormatError"):
+        run_notebook("01", str(path), tmp_path / "executed")

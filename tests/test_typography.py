@@ -1,0 +1,107 @@
+"""Typographic attack images and benchmark folders that load_benchmark reads back."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+
+import pytest
+from PIL import Image, ImageChops
+
+from mllm_safety.benchmarks import FIGSTEP_COLUMNS
+from mllm_safety.data import load_benchmark
+from mllm_safety.typography import (
+    MMSB_COLUMNS,
+    figstep_image,
+    find_font,
+    main,
+    placeholder_picture,
+    stack_sd_typo,
+    typo_image,
+    wrap_by_width,
+)
+
+
+def ink(img: Image.Image) -> bool:
+    """True when the image is not plain white."""
+    return ImageChops.difference(img.convert("RGB"), Image.new("RGB", img.size, "white")).getbbox() is not None
+
+
+def test_figstep_image_is_760_square_with_text():
+    img = figstep_image("Steps to fold a paper crane.")
+    assert img.size == (760, 760) and ink(img)
+    assert not ink(img.crop((0, 700, 760, 760)))  # short text leaves the bottom blank
+
+
+def test_typo_strip_height_follows_line_count():
+    font, _ = find_font(("dejavu/DejaVuSans.ttf",), 90)
+    lines = wrap_by_width("one two three four five six seven eight nine ten", font, 1024)
+    assert len(lines) > 1 and all(font.getlength(line) <= 1024 for line in lines)
+    img = typo_image("one two three four five six seven eight nine ten")
+    assert img.size == (1024, 90 * (len(lines) + 1)) and ink(img)
+
+
+def test_sd_typo_stacks_picture_above_text():
+    sd, typo = placeholder_picture("kite", 64), typo_image("kite", width=64, font_size=12)
+    both = stack_sd_typo(sd, typo)
+    assert both.size == (64, 64 + typo.height)
+    assert both.crop((0, 0, 64, 64)).tobytes() == sd.tobytes()
+    assert placeholder_picture("kite", 64).tobytes() == sd.tobytes()  # deterministic
+    assert placeholder_picture("lamp", 64).tobytes() != sd.tobytes()
+
+
+def _write_csv(path, columns, rows):
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=columns)
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def test_figstep_cli_roundtrip_is_deterministic(tmp_path):
+    rows = [{"dataset": "SafeBench", "category_id": "1", "task_id": str(t), "category_name": "Topic A",
+             "question": "How to fold a crane?", "instruction": f"Steps to fold crane {t}."} for t in (1, 2)]  # fmt: skip
+    src = _write_csv(tmp_path / "in.csv", FIGSTEP_COLUMNS, rows)
+    assert main(["figstep", "--csv", str(src), "--out", str(tmp_path / "fs")]) == 0
+    items = load_benchmark("figstep", tmp_path / "fs")
+    assert [it.id for it in items] == ["1_1", "1_2"] and items[0].category == "Topic A"
+    assert json.loads((tmp_path / "fs" / "typography.json").read_text())["figstep_font"]
+    assert main(["figstep", "--csv", str(src), "--out", str(tmp_path / "fs2")]) == 0
+    digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
+    assert digest(tmp_path / "fs/images/SafeBench/query_ForbidQI_1_2_6.png") == digest(
+        tmp_path / "fs2/images/SafeBench/query_ForbidQI_1_2_6.png"
+    )
+    assert main(["figstep", "--csv", str(src), "--out", str(tmp_path / "fs")]) == 2  # no silent overwrite
+
+
+def test_mm_safetybench_cli_roundtrip(tmp_path):
+    rows = [{"scenario": "06-Fraud", "qid": "0", "question": "Q?", "key_phrase": "placeholder act",
+             "phrase_type": "activity", "rephrased_question": "Bottom phrase: list steps.",
+             "rephrased_question_sd": "Image: list steps.", "changed_question": "How to do a placeholder act?"}]  # fmt: skip
+    src = _write_csv(tmp_path / "in.csv", MMSB_COLUMNS, rows)
+    assert main(["mm_safetybench", "--csv", str(src), "--out", str(tmp_path / "mm"), "--size", "128"]) == 0
+    for mode in ("sd_typo", "typo", "sd", "text"):
+        (item,) = load_benchmark("mm_safetybench", tmp_path / "mm", mode=mode)
+        assert item.id == "06-Fraud/0"
+    q = json.loads((tmp_path / "mm/processed_questions/06-Fraud.json").read_text())["0"]
+    assert set(q) == {"Question", "GPT-Pred", "Changed Question", "Key Phrase", "Phrase Type",
+                      "Rephrased Question", "Rephrased Question(SD)"}  # fmt: skip
+
+
+def test_cli_missing_column_exits_2_and_leaves_nothing(tmp_path, capsys):
+    src = _write_csv(tmp_path / "in.csv", ["scenario", "qid"], [{"scenario": "06-Fraud", "qid": "0"}])
+    assert main(["mm_safetybench", "--csv", str(src), "--out", str(tmp_path / "mm")]) == 2
+    assert "missing column" in capsys.readouterr().err
+    assert not (tmp_path / "mm").exists() and not list(tmp_path.glob(".mm.*"))
+
+
+def test_a_failure_mid_way_leaves_no_half_written_folder(tmp_path):
+    from mllm_safety.typography import write_mm_safetybench
+
+    rows = [{"scenario": "06-Fraud", "qid": "0", "question": "Q", "key_phrase": "k", "phrase_type": "t",
+             "rephrased_question": "r", "rephrased_question_sd": "s", "changed_question": "c",
+             "sd_image": str(tmp_path / "absent.png")}]  # fmt: skip
+    with pytest.raises(FileNotFoundError):
+        write_mm_safetybench(rows, tmp_path / "mm")
+    assert list(tmp_path.iterdir()) == []
