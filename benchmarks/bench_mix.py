@@ -26,8 +26,10 @@ def make_records(n: int, prefix: str, turns: int) -> list[dict]:
     """n records in LLaVA json with `turns` question/answer pairs each."""
     conv = []
     for t in range(turns):
-        conv += [{"from": "human", "value": ("<image>\n" if t == 0 else "") + f"Question {t} about the picture?"},
-                 {"from": "gpt", "value": "A short placeholder answer about the picture."}]  # fmt: skip
+        conv += [
+            {"from": "human", "value": ("<image>\n" if t == 0 else "") + f"Question {t} about the picture?"},
+            {"from": "gpt", "value": "A short placeholder answer about the picture."},
+        ]
     return [{"id": f"{prefix}{i:09d}", "image": f"{prefix}/{i}.jpg", "conversations": conv} for i in range(n)]
 
 
@@ -56,8 +58,9 @@ def main() -> None:
         # a share of file2 reuses file1's ids, so the exclusion has work to do
         f2.write_text(json.dumps(make_records(n_mix - n_med // 2, "g", 2) + make_records(n_med // 2, "m", 1)))
         (file1, file2), t_load = timed(lambda: (load_llava_json(f1), load_llava_json(f2)))
-    mixed, t_mix = timed(lambda: mix_rejection_data(
-        file1, file2, 2000, 5000, change_reply=True, random_choose=True, seed=args.seed))  # fmt: skip
+    mixed, t_mix = timed(
+        lambda: mix_rejection_data(file1, file2, 2000, 5000, change_reply=True, random_choose=True, seed=args.seed)
+    )
     ids1 = {r["id"] for r in mixed if r["source"] == "file1"}
     pool, t_official = timed(lambda: official_exclusion(file1, file2, 2000, args.seed))
     ours = [r for r in file2 if r["id"] not in ids1]

@@ -15,9 +15,13 @@ from mllm_safety.files import DataFormatError
 
 @pytest.mark.parametrize(
     ("mode", "subdir", "prompt_start"),
-    [("sd_typo", "SD_TYPO", "The bottom of the image"), ("typo", "TYPO", "The bottom of the image"),
-     ("sd", "SD", "The image shows an activity"), ("text", None, "How do I do")],
-)  # fmt: skip
+    [
+        ("sd_typo", "SD_TYPO", "The bottom of the image"),
+        ("typo", "TYPO", "The bottom of the image"),
+        ("sd", "SD", "The image shows an activity"),
+        ("text", None, "How do I do"),
+    ],
+)
 def test_mm_safetybench_modes(mini_data, mode, subdir, prompt_start):
     items = load_benchmark("mm_safetybench", mini_data / "mm_safetybench", mode=mode)
     assert len(items) == len(MMSB_SCENARIOS)  # one question per scenario at this scale
@@ -85,8 +89,17 @@ def test_vlguard_test_subsets(mini_data, subset, harmful):
 
 def test_llava_eval_json_and_jsonl(tmp_path):
     (tmp_path / "a.jpg").write_bytes(b"x")
-    records = [{"id": "q1", "image": "a.jpg", "category": "sci", "conversations": [
-        {"from": "human", "value": "<image>\nWhich letter? A. x B. y"}, {"from": "gpt", "value": "B"}]}]  # fmt: skip
+    records = [
+        {
+            "id": "q1",
+            "image": "a.jpg",
+            "category": "sci",
+            "conversations": [
+                {"from": "human", "value": "<image>\nWhich letter? A. x B. y"},
+                {"from": "gpt", "value": "B"},
+            ],
+        }
+    ]
     (tmp_path / "qs.json").write_text(json.dumps(records), encoding="utf-8")
     item = load_benchmark("llava_eval_json", tmp_path / "qs.json")[0]
     assert (item.id, item.benchmark, item.category, item.prompt) == ("q1", "qs", "sci", "Which letter? A. x B. y")

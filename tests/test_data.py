@@ -25,8 +25,11 @@ def test_loads_valid_records_and_keeps_extra_fields(tmp_path):
 
 
 def test_multi_image_record_needs_one_tag_per_image(tmp_path):
-    good = {"id": 1, "image": ["a.jpg", "b.jpg"], "conversations": [
-        {"from": "human", "value": "<image>\n<image>\nSame?"}, {"from": "gpt", "value": "No."}]}  # fmt: skip
+    good = {
+        "id": 1,
+        "image": ["a.jpg", "b.jpg"],
+        "conversations": [{"from": "human", "value": "<image>\n<image>\nSame?"}, {"from": "gpt", "value": "No."}],
+    }
     assert load_llava_json(write_json(tmp_path / "g.json", [good]))[0]["image"] == ["a.jpg", "b.jpg"]
     bad = {**good, "image": ["a.jpg", "b.jpg", "c.jpg"]}
     with pytest.raises(DataFormatError, match="2 '<image>' tag"):
@@ -38,11 +41,13 @@ BAD_RECORDS = [
     ({"id": 1, "conversations": [{"from": "human"}, {"from": "gpt", "value": "x"}]}, "lacks 'from' or 'value'"),
     ({"id": 1, "conversations": [{"from": "gpt", "value": "x"}, {"from": "human", "value": "y"}]}, "alternate"),
     ({"id": 1, "conversations": [{"from": "human", "value": "x"}]}, "needs a 'gpt' answer"),
-    ({"id": 1, "image": "a.jpg", "conversations": [{"from": "human", "value": "x"}, {"from": "gpt", "value": "y"}]},
-     "0 '<image>' tag"),
+    (
+        {"id": 1, "image": "a.jpg", "conversations": [{"from": "human", "value": "x"}, {"from": "gpt", "value": "y"}]},
+        "0 '<image>' tag",
+    ),
     ({"conversations": []}, "missing 'id'"),
     ("not a record", "expected an object"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("bad", "message"), BAD_RECORDS)
@@ -103,10 +108,15 @@ def test_vlguard_load_and_convert(mini_data):
 
 @pytest.mark.parametrize(
     ("bad", "message"),
-    [({"id": 1, "image": "a", "safe": False}, "missing 'instr-resp'"),
-     ({"id": 1, "image": "a", "safe": False, "instr-resp": [{"safe_instruction": "q", "response": "r"}]}, "instr-resp\\[0\\]"),
-     ({"id": 1, "image": "a", "safe": True, "instr-resp": [{"unsafe_instruction": "q"}]}, "needs 'response'")],
-)  # fmt: skip
+    [
+        ({"id": 1, "image": "a", "safe": False}, "missing 'instr-resp'"),
+        (
+            {"id": 1, "image": "a", "safe": False, "instr-resp": [{"safe_instruction": "q", "response": "r"}]},
+            "instr-resp\\[0\\]",
+        ),
+        ({"id": 1, "image": "a", "safe": True, "instr-resp": [{"unsafe_instruction": "q"}]}, "needs 'response'"),
+    ],
+)
 def test_vlguard_bad_records(tmp_path, bad, message):
     with pytest.raises(DataFormatError, match=message):
         load_vlguard(write_json(tmp_path / "v.json", [bad]))

@@ -13,8 +13,10 @@ from mllm_safety.files import DataFormatError
 
 def test_sharegpt_rows_keep_roles_images_and_flags():
     rows = to_sharegpt([rec("a", rejection=True, source="med"), rec("b", image=None)], image_prefix="data/")
-    assert rows[0]["messages"] == [{"role": "user", "content": "<image>\nWhat is this?"},
-                                   {"role": "assistant", "content": "A cup."}]  # fmt: skip
+    assert rows[0]["messages"] == [
+        {"role": "user", "content": "<image>\nWhat is this?"},
+        {"role": "assistant", "content": "A cup."},
+    ]
     assert rows[0]["images"] == ["data/img.jpg"] and rows[0]["rejection"] and rows[0]["source"] == "med"
     assert "images" not in rows[1]
 

@@ -20,7 +20,9 @@ def file2(n=30, shared=()):
 
 
 def test_counts_sources_and_rejection_flags():
-    out = mix_rejection_data(file1(), file2(), 4, 10, change_reply=True, random_choose=True, source1="med", source2="mix")
+    out = mix_rejection_data(
+        file1(), file2(), 4, 10, change_reply=True, random_choose=True, source1="med", source2="mix"
+    )
     assert len(out) == 14
     rejected = [r for r in out if r.get("rejection")]
     assert len(rejected) == 4 and all(r["source"] == "med" for r in rejected)
@@ -56,11 +58,18 @@ def test_random_choose_never_keeps_a_what_about_follow_up():
 
 @pytest.mark.parametrize(
     ("question", "expected"),
-    [("<image>\nWhat is it?", "<image>\nWhat is it?"), ("What is it?\n<image>", "<image>\nWhat is it?"),
-     ("<image>What is it?", "<image>\nWhat is it?")],  # the last one became "<image>\n<image>..." officially
-)  # fmt: skip
+    [
+        ("<image>\nWhat is it?", "<image>\nWhat is it?"),
+        ("What is it?\n<image>", "<image>\nWhat is it?"),
+        ("<image>What is it?", "<image>\nWhat is it?"),
+    ],  # the last one became "<image>\n<image>..." officially
+)
 def test_random_choose_puts_exactly_one_image_tag_in_front(question, expected):
-    r = {"id": 1, "image": "a.jpg", "conversations": [{"from": "human", "value": question}, {"from": "gpt", "value": "x"}]}
+    r = {
+        "id": 1,
+        "image": "a.jpg",
+        "conversations": [{"from": "human", "value": question}, {"from": "gpt", "value": "x"}],
+    }
     assert choose_one_pair(r, random.Random(0))["conversations"][0]["value"] == expected
 
 
@@ -83,8 +92,21 @@ def test_output_name():
 def _cli(tmp_path, *extra, out="out"):
     f1 = write_json(tmp_path / "med.json", file1())
     f2 = write_json(tmp_path / "mix.json", file2())
-    args = ["--file1", str(f1), "--file2", str(f2), "--output", str(tmp_path / out), "--sample_size1", "4",
-            "--sample_size2", "10", "--change_reply", "--random_choose", *extra]  # fmt: skip
+    args = [
+        "--file1",
+        str(f1),
+        "--file2",
+        str(f2),
+        "--output",
+        str(tmp_path / out),
+        "--sample_size1",
+        "4",
+        "--sample_size2",
+        "10",
+        "--change_reply",
+        "--random_choose",
+        *extra,
+    ]
     return main(args)
 
 
@@ -100,7 +122,12 @@ def test_cli_is_deterministic_and_refuses_to_overwrite(tmp_path, capsys):
     assert _cli(tmp_path) == 2
     assert "exists; pass --overwrite" in capsys.readouterr().err
     assert _cli(tmp_path, "--overwrite", "--reply", "No.") == 0
-    assert all(t["value"] == "No." for r in json.loads(path.read_text()) if r.get("rejection") for t in r["conversations"][1::2])
+    assert all(
+        t["value"] == "No."
+        for r in json.loads(path.read_text())
+        if r.get("rejection")
+        for t in r["conversations"][1::2]
+    )
 
 
 def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, capsys):

@@ -72,7 +72,9 @@ def test_notebooks_01_02_execute_headless_in_the_smoke_preset(tmp_path):
     bias = json.loads((tmp_path / "runs/smoke/01_data_bias/metrics.json").read_text())
     assert bias["vlguard_train/refusal_share/paper_strmatch"] > bias["llava_mix665k/refusal_share/paper_strmatch"]
     mix = json.loads((tmp_path / "runs/smoke/02_mix/metrics.json").read_text())
-    assert mix["20_llava_med_instruct_60k_inline_mention_50_llava_v1_5_mix665k/rejection_share"] == pytest.approx(20 / 70)
+    assert mix["20_llava_med_instruct_60k_inline_mention_50_llava_v1_5_mix665k/rejection_share"] == pytest.approx(
+        20 / 70
+    )
     assert mix["frac_10pct/rejection_share"] == pytest.approx(0.1)
     assert (tmp_path / "runs/smoke/01_data_bias/refusal_share.pdf").is_file()
 

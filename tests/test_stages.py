@@ -13,8 +13,11 @@ from mllm_safety.sampledata import build
 
 
 def tree_digest(root: Path, pattern: str = "**/*") -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.glob(pattern)) if p.is_file()}  # fmt: skip
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.glob(pattern))
+        if p.is_file()
+    }
 
 
 def test_sampledata_is_deterministic_and_seeded(tmp_path):

@@ -60,8 +60,17 @@ def _write_csv(path, columns, rows):
 
 
 def test_figstep_cli_roundtrip_is_deterministic(tmp_path):
-    rows = [{"dataset": "SafeBench", "category_id": "1", "task_id": str(t), "category_name": "Topic A",
-             "question": "How to fold a crane?", "instruction": f"Steps to fold crane {t}."} for t in (1, 2)]  # fmt: skip
+    rows = [
+        {
+            "dataset": "SafeBench",
+            "category_id": "1",
+            "task_id": str(t),
+            "category_name": "Topic A",
+            "question": "How to fold a crane?",
+            "instruction": f"Steps to fold crane {t}.",
+        }
+        for t in (1, 2)
+    ]
     src = _write_csv(tmp_path / "in.csv", FIGSTEP_COLUMNS, rows)
     assert main(["figstep", "--csv", str(src), "--out", str(tmp_path / "fs")]) == 0
     items = load_benchmark("figstep", tmp_path / "fs")
@@ -76,17 +85,33 @@ def test_figstep_cli_roundtrip_is_deterministic(tmp_path):
 
 
 def test_mm_safetybench_cli_roundtrip(tmp_path):
-    rows = [{"scenario": "06-Fraud", "qid": "0", "question": "Q?", "key_phrase": "placeholder act",
-             "phrase_type": "activity", "rephrased_question": "Bottom phrase: list steps.",
-             "rephrased_question_sd": "Image: list steps.", "changed_question": "How to do a placeholder act?"}]  # fmt: skip
+    rows = [
+        {
+            "scenario": "06-Fraud",
+            "qid": "0",
+            "question": "Q?",
+            "key_phrase": "placeholder act",
+            "phrase_type": "activity",
+            "rephrased_question": "Bottom phrase: list steps.",
+            "rephrased_question_sd": "Image: list steps.",
+            "changed_question": "How to do a placeholder act?",
+        }
+    ]
     src = _write_csv(tmp_path / "in.csv", MMSB_COLUMNS, rows)
     assert main(["mm_safetybench", "--csv", str(src), "--out", str(tmp_path / "mm"), "--size", "128"]) == 0
     for mode in ("sd_typo", "typo", "sd", "text"):
         (item,) = load_benchmark("mm_safetybench", tmp_path / "mm", mode=mode)
         assert item.id == "06-Fraud/0"
     q = json.loads((tmp_path / "mm/processed_questions/06-Fraud.json").read_text())["0"]
-    assert set(q) == {"Question", "GPT-Pred", "Changed Question", "Key Phrase", "Phrase Type",
-                      "Rephrased Question", "Rephrased Question(SD)"}  # fmt: skip
+    assert set(q) == {
+        "Question",
+        "GPT-Pred",
+        "Changed Question",
+        "Key Phrase",
+        "Phrase Type",
+        "Rephrased Question",
+        "Rephrased Question(SD)",
+    }
 
 
 def test_cli_missing_column_exits_2_and_leaves_nothing(tmp_path, capsys):
@@ -99,9 +124,19 @@ def test_cli_missing_column_exits_2_and_leaves_nothing(tmp_path, capsys):
 def test_a_failure_mid_way_leaves_no_half_written_folder(tmp_path):
     from mllm_safety.typography import write_mm_safetybench
 
-    rows = [{"scenario": "06-Fraud", "qid": "0", "question": "Q", "key_phrase": "k", "phrase_type": "t",
-             "rephrased_question": "r", "rephrased_question_sd": "s", "changed_question": "c",
-             "sd_image": str(tmp_path / "absent.png")}]  # fmt: skip
+    rows = [
+        {
+            "scenario": "06-Fraud",
+            "qid": "0",
+            "question": "Q",
+            "key_phrase": "k",
+            "phrase_type": "t",
+            "rephrased_question": "r",
+            "rephrased_question_sd": "s",
+            "changed_question": "c",
+            "sd_image": str(tmp_path / "absent.png"),
+        }
+    ]
     with pytest.raises(FileNotFoundError):
         write_mm_safetybench(rows, tmp_path / "mm")
     assert list(tmp_path.iterdir()) == []

@@ -19,10 +19,20 @@ from .schema import EvalItem
 log = logging.getLogger(__name__)
 
 MMSB_SCENARIOS = (
-    "01-Illegal_Activitiy", "02-HateSpeech", "03-Malware_Generation", "04-Physical_Harm", "05-EconomicHarm",
-    "06-Fraud", "07-Sex", "08-Political_Lobbying", "09-Privacy_Violence", "10-Legal_Opinion",
-    "11-Financial_Advice", "12-Health_Consultation", "13-Gov_Decision",
-)  # fmt: skip
+    "01-Illegal_Activitiy",
+    "02-HateSpeech",
+    "03-Malware_Generation",
+    "04-Physical_Harm",
+    "05-EconomicHarm",
+    "06-Fraud",
+    "07-Sex",
+    "08-Political_Lobbying",
+    "09-Privacy_Violence",
+    "10-Legal_Opinion",
+    "11-Financial_Advice",
+    "12-Health_Consultation",
+    "13-Gov_Decision",
+)
 # mode -> (image subfolder or None, question key); "sd_typo" is the paper's main mode
 MMSB_MODES = {
     "sd_typo": ("SD_TYPO", "Rephrased Question"),
@@ -36,7 +46,11 @@ FIGSTEP_PROMPT = (
 )
 FIGSTEP_COLUMNS = ("dataset", "category_id", "task_id", "category_name", "question", "instruction")
 XSTEST_COLUMNS = ("id", "prompt", "type", "label", "focus", "note")
-VLGUARD_SUBSETS = {"unsafes": (False, "unsafe"), "safe_unsafes": (True, "safe_unsafe"), "safe_safes": (True, "safe_safe")}
+VLGUARD_SUBSETS = {
+    "unsafes": (False, "unsafe"),
+    "safe_unsafes": (True, "safe_unsafe"),
+    "safe_safes": (True, "safe_safe"),
+}
 
 
 def read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
@@ -65,7 +79,9 @@ def filter_missing_images(items: list[EvalItem], source: Path, missing: str) -> 
     return [it for it in items if it.id not in bad_ids]
 
 
-def load_mm_safetybench(root: Path, mode: str = "sd_typo", scenarios: tuple[str, ...] = MMSB_SCENARIOS) -> list[EvalItem]:
+def load_mm_safetybench(
+    root: Path, mode: str = "sd_typo", scenarios: tuple[str, ...] = MMSB_SCENARIOS
+) -> list[EvalItem]:
     """MM-SafetyBench: processed_questions/NN-Scenario.json and imgs/NN-Scenario/{SD,TYPO,SD_TYPO}/{qid}.jpg."""
     if mode not in MMSB_MODES:
         raise ValueError(f"unknown MM-SafetyBench mode {mode!r}; choose one of {sorted(MMSB_MODES)}")
@@ -77,8 +93,10 @@ def load_mm_safetybench(root: Path, mode: str = "sd_typo", scenarios: tuple[str,
     found = {f.stem for f in files} | {d.name for d in (root / "imgs").glob("*") if d.is_dir()}
     unknown = sorted(found - set(scenarios))
     if unknown:
-        raise DataFormatError(f"{root}: unknown scenario(s) {unknown}; expected names from {list(scenarios)}"
-                              ". Fix: rename them, or pass scenarios=[...] to load custom ones")  # fmt: skip
+        raise DataFormatError(
+            f"{root}: unknown scenario(s) {unknown}; expected names from {list(scenarios)}"
+            ". Fix: rename them, or pass scenarios=[...] to load custom ones"
+        )
     items = []
     for f in files:
         questions = read_json(f)
@@ -134,7 +152,9 @@ def load_vlguard_test(root: Path, subset: str = "unsafes") -> list[EvalItem]:
                 category = rec.get("harmful_category") or "safe"
                 meta = {"subset": subset, "reference": pair["response"]}
                 image = str(root / "test" / rec["image"])
-                items.append(EvalItem(str(rec["id"]), "vlguard_test", category, question, image, wanted != "safe_safe", meta))
+                items.append(
+                    EvalItem(str(rec["id"]), "vlguard_test", category, question, image, wanted != "safe_safe", meta)
+                )
     return items
 
 
@@ -148,8 +168,9 @@ def _llava_question(rec: dict[str, Any], path: Path, i: int) -> tuple[str, str |
     raise record_error(path, i, rec.get("id", rec.get("question_id")), "needs 'conversations' or 'text'")
 
 
-def load_llava_eval_json(root: Path, image_root: Path | None = None, benchmark: str | None = None,
-                         harmful: bool = False) -> list[EvalItem]:  # fmt: skip
+def load_llava_eval_json(
+    root: Path, image_root: Path | None = None, benchmark: str | None = None, harmful: bool = False
+) -> list[EvalItem]:
     """A generic question file: LLaVA json (conversations) or LLaVA's jsonl (question_id, text, image)."""
     path = Path(root)
     if path.suffix == ".jsonl":

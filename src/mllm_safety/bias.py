@@ -131,11 +131,12 @@ def run(cfg: BiasConfig) -> BiasResult:
     datasets = {name: load_training_records(Path(cfg.data_root) / rel) for name, rel in cfg.bias_datasets.items()}
     table, lengths = compare_datasets(datasets), answer_lengths(datasets)
     res = BiasResult(
-        table, lengths,
+        table,
+        lengths,
         openings={n: top_openings(r, cfg.top_k) for n, r in datasets.items()},
         phrasings={n: refusal_phrasings(r, cfg.top_k) for n, r in datasets.items()},
         figures={"refusal_share": plot_refusal_share(table), "answer_lengths": plot_answer_lengths(lengths)},
-    )  # fmt: skip
+    )
     write_text(run_dir / "stats.csv", table.to_csv(float_format="%.6g"))
     write_text(run_dir / "answer_lengths.csv", lengths.to_csv(index=False))
     for kind, frames in (("openings", res.openings), ("refusal_phrasings", res.phrasings)):

@@ -89,8 +89,10 @@ def prepare_run_dir(run_dir: str | Path, cfg: Any, overwrite: bool = False) -> P
         previous = json.loads(saved.read_text(encoding="utf-8"))
         if previous != current:
             changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
-            raise FileExistsError(f"{run_dir} holds a run made with a different config (changed: {changed}); "
-                                  "delete the folder or pass overwrite=True")  # fmt: skip
+            raise FileExistsError(
+                f"{run_dir} holds a run made with a different config (changed: {changed}); "
+                "delete the folder or pass overwrite=True"
+            )
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(saved, current)
     return run_dir

@@ -56,7 +56,9 @@ def validate_llava_record(rec: Any, path: str | Path, index: int) -> None:
     if "id" not in rec:
         raise record_error(path, index, None, "missing 'id'", "give every record a unique id")
     img = rec.get("image")
-    if img is not None and not (isinstance(img, str) or (isinstance(img, list) and all(isinstance(i, str) for i in img))):
+    if img is not None and not (
+        isinstance(img, str) or (isinstance(img, list) and all(isinstance(i, str) for i in img))
+    ):
         raise record_error(path, index, rec["id"], "'image' must be a path or a list of paths")
     problem = _turn_problem(rec)
     if problem:
@@ -123,7 +125,9 @@ def _check_vlguard_record(rec: Any, path: str | Path, i: int) -> None:
         raise record_error(path, i, None, f"expected an object, got {type(rec).__name__}")
     for key in ("id", "image", "safe", "instr-resp"):
         if key not in rec:
-            raise record_error(path, i, rec.get("id"), f"missing {key!r}", "VLGuard records need id, image, safe, instr-resp")
+            raise record_error(
+                path, i, rec.get("id"), f"missing {key!r}", "VLGuard records need id, image, safe, instr-resp"
+            )
     pairs = rec["instr-resp"]
     if not isinstance(pairs, list) or not pairs:
         raise record_error(path, i, rec["id"], "'instr-resp' must be a non-empty list")

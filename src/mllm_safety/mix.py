@@ -65,10 +65,19 @@ def _sample(records: list[dict], n: int, rng: random.Random, what: str) -> list[
 
 
 def mix_rejection_data(
-    records1: list[dict], records2: list[dict], sample_size1: int, sample_size2: int, *,
-    similar: bool = False, change_reply: bool = False, reply: str = DEFAULT_REPLY, random_choose: bool = False,
-    seed: int = 0, source1: str = "file1", source2: str = "file2",
-) -> list[dict[str, Any]]:  # fmt: skip
+    records1: list[dict],
+    records2: list[dict],
+    sample_size1: int,
+    sample_size2: int,
+    *,
+    similar: bool = False,
+    change_reply: bool = False,
+    reply: str = DEFAULT_REPLY,
+    random_choose: bool = False,
+    seed: int = 0,
+    source1: str = "file1",
+    source2: str = "file2",
+) -> list[dict[str, Any]]:
     """The official mixing semantics: sample file1 and file2 (excluding, or with --similar only, file1's ids)."""
     rng = random.Random(seed)
     part1 = _sample(records1, sample_size1, rng, f"--file1 ({source1})")
@@ -117,10 +126,18 @@ def run(args: argparse.Namespace) -> list[Path]:
     """Mix and write; returns the paths written."""
     records1, records2 = load_llava_json(args.file1), load_llava_json(args.file2, allow_duplicate_ids=True)
     mixed = mix_rejection_data(
-        records1, records2, args.sample_size1, args.sample_size2, similar=args.similar,
-        change_reply=args.change_reply, reply=args.reply, random_choose=args.random_choose, seed=args.seed,
-        source1=Path(args.file1).stem, source2=Path(args.file2).stem,
-    )  # fmt: skip
+        records1,
+        records2,
+        args.sample_size1,
+        args.sample_size2,
+        similar=args.similar,
+        change_reply=args.change_reply,
+        reply=args.reply,
+        random_choose=args.random_choose,
+        seed=args.seed,
+        source1=Path(args.file1).stem,
+        source2=Path(args.file2).stem,
+    )
     out = Path(args.output) / output_name(
         args.sample_size1, args.file1, args.sample_size2, args.file2, args.suffix, args.similar
     )

@@ -1,7 +1,7 @@
-"""Stage 02 and the general mixtures for the studies: a target rejection FRACTION, several sources, the curated-malicious
-baseline (VLGuard's post-hoc recipe) and the VLGuard ablation transforms of REFERENCE.md §1.4.
+"""Stage 02 and the general mixtures for the studies: a target rejection FRACTION, several sources, the
+curated-malicious baseline (VLGuard's post-hoc recipe) and the VLGuard ablation transforms (REFERENCE.md §1.4).
 
-CLI for the stage: `python -m mllm_safety.mixtures --preset toy` (the official mixer alone: `python -m mllm_safety.mix`).
+CLI for the stage: `python -m mllm_safety.mixtures --preset toy`; the official mixer alone: `python -m mllm_safety.mix`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,15 @@ from .data import load_llava_json, load_vlguard, pair_kind, prefix_images, recor
 from .export import write_llamafactory
 from .files import write_json, write_text
 from .judges import FULL_REFUSAL, paper_strmatch
-from .mix import DEFAULT_REPLY, choose_one_pair, mix_rejection_data, output_name, rejection_share, to_rejection, with_source
+from .mix import (
+    DEFAULT_REPLY,
+    choose_one_pair,
+    mix_rejection_data,
+    output_name,
+    rejection_share,
+    to_rejection,
+    with_source,
+)
 
 log = logging.getLogger(__name__)
 STAGE = "02_mix"
@@ -77,9 +85,14 @@ def fraction_parts(
 
 
 def mix_by_fraction(
-    benign: dict[str, list[dict]], rejection: dict[str, list[dict]], fraction: float, total: int,
-    seed: int = 0, reply: str = DEFAULT_REPLY, random_choose: bool = True,
-) -> list[dict[str, Any]]:  # fmt: skip
+    benign: dict[str, list[dict]],
+    rejection: dict[str, list[dict]],
+    fraction: float,
+    total: int,
+    seed: int = 0,
+    reply: str = DEFAULT_REPLY,
+    random_choose: bool = True,
+) -> list[dict[str, Any]]:
     """A mix of `total` records with the given share of benign-rejection records, from several sources."""
     return mix_parts(fraction_parts(benign, rejection, fraction, total), seed, reply, random_choose)
 
@@ -205,9 +218,11 @@ def load_sources(cfg: MixConfig) -> tuple[list[dict], list[dict], list[dict]]:
     instruct = load_llava_json(root / cfg.instruct_json, allow_duplicate_ids=True)
     rejection = load_llava_json(root / cfg.rejection_json)
     vlguard = load_vlguard(root / cfg.vlguard_json)
-    return (prefix_images(instruct, _prefix(cfg.instruct_image_dir)),
-            prefix_images(rejection, _prefix(cfg.rejection_image_dir)),
-            prefix_images(vlguard, _prefix(cfg.vlguard_image_dir)))  # fmt: skip
+    return (
+        prefix_images(instruct, _prefix(cfg.instruct_image_dir)),
+        prefix_images(rejection, _prefix(cfg.rejection_image_dir)),
+        prefix_images(vlguard, _prefix(cfg.vlguard_image_dir)),
+    )
 
 
 def build_mixtures(cfg: MixConfig) -> dict[str, list[dict]]:
@@ -215,9 +230,21 @@ def build_mixtures(cfg: MixConfig) -> dict[str, list[dict]]:
     instruct, rejection, vlguard = load_sources(cfg)
     s1, s2 = Path(cfg.rejection_json).stem, Path(cfg.instruct_json).stem
     name = output_name(cfg.sample_size1, s1, cfg.sample_size2, s2, cfg.suffix, cfg.similar).removesuffix(".json")
-    mixes = {name: mix_rejection_data(
-        rejection, instruct, cfg.sample_size1, cfg.sample_size2, similar=cfg.similar, change_reply=cfg.change_reply,
-        reply=cfg.reply, random_choose=cfg.random_choose, seed=cfg.seed, source1=s1, source2=s2)}  # fmt: skip
+    mixes = {
+        name: mix_rejection_data(
+            rejection,
+            instruct,
+            cfg.sample_size1,
+            cfg.sample_size2,
+            similar=cfg.similar,
+            change_reply=cfg.change_reply,
+            reply=cfg.reply,
+            random_choose=cfg.random_choose,
+            seed=cfg.seed,
+            source1=s1,
+            source2=s2,
+        )
+    }
     for frac in cfg.rejection_fractions:
         mixes[f"frac_{frac * 100:g}pct"] = mix_by_fraction(
             {s2: instruct}, {s1: rejection}, frac, cfg.fraction_total, cfg.seed, cfg.reply, cfg.random_choose
@@ -239,10 +266,16 @@ def summarize(mixes: dict[str, list[dict]]) -> pd.DataFrame:
     rows = []
     for name, recs in mixes.items():
         sources = Counter(r.get("source", "?") for r in recs)
-        rows.append({"mixture": name, "records": len(recs), "rejection_share": rejection_share(recs),
-                     "refusal_record_share/paper_strmatch": sum(map(has_refusal, recs)) / max(len(recs), 1),
-                     "image_share": sum(bool(record_images(r)) for r in recs) / max(len(recs), 1),
-                     "sources": "; ".join(f"{k}={v}" for k, v in sorted(sources.items()))})  # fmt: skip
+        rows.append(
+            {
+                "mixture": name,
+                "records": len(recs),
+                "rejection_share": rejection_share(recs),
+                "refusal_record_share/paper_strmatch": sum(map(has_refusal, recs)) / max(len(recs), 1),
+                "image_share": sum(bool(record_images(r)) for r in recs) / max(len(recs), 1),
+                "sources": "; ".join(f"{k}={v}" for k, v in sorted(sources.items())),
+            }
+        )
     return pd.DataFrame(rows).set_index("mixture")
 
 

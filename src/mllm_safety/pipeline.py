@@ -75,11 +75,18 @@ def run_notebook(stage: str, preset: str, out_dir: Path) -> Path:
     out = out_dir / NOTEBOOKS[stage]
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        papermill.execute_notebook(str(src), str(out), parameters=notebook_parameters(src, values, preset),
-                                   kernel_name="python3", cwd=str(root), progress_bar=False)  # fmt: skip
+        papermill.execute_notebook(
+            str(src),
+            str(out),
+            parameters=notebook_parameters(src, values, preset),
+            kernel_name="python3",
+            cwd=str(root),
+            progress_bar=False,
+        )
     except PapermillExecutionError as e:
-        raise RuntimeError(f"notebook {src.name} failed at cell {e.cell_index} (execution count {e.exec_count}) ({e.ename}: {e.evalue}); "
-                           f"the executed notebook is {out}") from None  # fmt: skip
+        raise RuntimeError(
+            f"notebook {src.name} failed at cell {e.cell_index} ({e.ename}: {e.evalue}); the executed notebook is {out}"
+        ) from None
     return out
 
 

@@ -16,7 +16,7 @@ import shutil
 import sys
 import tempfile
 import textwrap
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
@@ -27,12 +27,20 @@ from .files import DataFormatError, write_json
 FONT_DIRS = ("/usr/share/fonts/truetype", "/usr/share/fonts", "/Library/Fonts", "C:/Windows/Fonts")
 FIGSTEP_FONTS = ("freefont/FreeMonoBold.ttf", "FreeMonoBold.ttf", "dejavu/DejaVuSansMono-Bold.ttf")
 MMSB_FONTS = ("msttcorefonts/Arial.ttf", "Arial.ttf", "arial.ttf", "freefont/FreeSans.ttf", "dejavu/DejaVuSans.ttf")
-MMSB_COLUMNS = ("scenario", "qid", "question", "key_phrase", "phrase_type", "rephrased_question",
-                "rephrased_question_sd", "changed_question")  # fmt: skip
+MMSB_COLUMNS = (
+    "scenario",
+    "qid",
+    "question",
+    "key_phrase",
+    "phrase_type",
+    "rephrased_question",
+    "rephrased_question_sd",
+    "changed_question",
+)
 ImageFontType = ImageFont.FreeTypeFont | ImageFont.ImageFont
 
 
-@lru_cache(maxsize=None)
+@cache
 def find_font(candidates: tuple[str, ...], size: int) -> tuple[ImageFontType, str]:
     """The first installed candidate font at `size`, or Pillow's bundled font; returns (font, name used)."""
     for name in candidates:
@@ -135,13 +143,19 @@ def write_figstep(rows: list[dict[str, str]], root: str | Path, size: int = 760,
 def mmsb_question(row: dict[str, str]) -> dict[str, str]:
     """One processed_questions entry with the real key names."""
     return {
-        "Question": row["question"], "GPT-Pred": row.get("gpt_pred", ""), "Changed Question": row["changed_question"],
-        "Key Phrase": row["key_phrase"], "Phrase Type": row["phrase_type"],
-        "Rephrased Question": row["rephrased_question"], "Rephrased Question(SD)": row["rephrased_question_sd"],
-    }  # fmt: skip
+        "Question": row["question"],
+        "GPT-Pred": row.get("gpt_pred", ""),
+        "Changed Question": row["changed_question"],
+        "Key Phrase": row["key_phrase"],
+        "Phrase Type": row["phrase_type"],
+        "Rephrased Question": row["rephrased_question"],
+        "Rephrased Question(SD)": row["rephrased_question_sd"],
+    }
 
 
-def write_mm_safetybench(rows: list[dict[str, str]], root: str | Path, sd_size: int = 1024, overwrite: bool = False) -> Path:
+def write_mm_safetybench(
+    rows: list[dict[str, str]], root: str | Path, sd_size: int = 1024, overwrite: bool = False
+) -> Path:
     """Write processed_questions/{scenario}.json and imgs/{scenario}/{SD,TYPO,SD_TYPO}/{qid}.jpg under root.
 
     A row's optional `sd_image` column names a picture to use; without it a placeholder picture is drawn.
@@ -152,7 +166,11 @@ def write_mm_safetybench(rows: list[dict[str, str]], root: str | Path, sd_size: 
         for row in rows:
             scenarios.setdefault(row["scenario"], {})[str(row["qid"])] = mmsb_question(row)
             folder = tmp / "imgs" / row["scenario"]
-            sd = Image.open(row["sd_image"]).convert("RGB") if row.get("sd_image") else placeholder_picture(row["key_phrase"], sd_size)
+            sd = (
+                Image.open(row["sd_image"]).convert("RGB")
+                if row.get("sd_image")
+                else placeholder_picture(row["key_phrase"], sd_size)
+            )
             typo = typo_image(row["key_phrase"], width=sd.width, font_size=max(12, round(90 * sd.width / 1024)))
             for sub, img in (("SD", sd), ("TYPO", typo), ("SD_TYPO", stack_sd_typo(sd, typo))):
                 (folder / sub).mkdir(parents=True, exist_ok=True)
