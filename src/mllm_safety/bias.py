@@ -138,6 +138,7 @@ def run(cfg: BiasConfig) -> BiasResult:
         figures={"refusal_share": plot_refusal_share(table), "answer_lengths": plot_answer_lengths(lengths)},
     )
     write_text(run_dir / "stats.csv", table.to_csv(float_format="%.6g"))
+    write_text(run_dir / "stats.md", table.round(3).to_markdown() + "\n")
     write_text(run_dir / "answer_lengths.csv", lengths.to_csv(index=False))
     for kind, frames in (("openings", res.openings), ("refusal_phrasings", res.phrasings)):
         write_text(run_dir / f"{kind}.csv", pd.concat(frames, names=["dataset", "rank"]).to_csv())
@@ -159,7 +160,7 @@ def write_metrics(cfg: BiasConfig, res: BiasResult) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """CLI: run stage 01 for a preset."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    p = argparse.ArgumentParser(prog="python -m mllm_safety.bias", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m mllm_safety.bias", description=__doc__)
     p.add_argument("--preset", default="toy")
     cfg = stage_config(BiasConfig, p.parse_args(argv).preset)
     metrics = write_metrics(cfg, run(cfg))

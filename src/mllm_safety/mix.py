@@ -105,7 +105,10 @@ def rejection_share(records: list[dict[str, Any]]) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     """The official flags, unchanged, plus --seed, --overwrite and --format."""
-    p = argparse.ArgumentParser(prog="python -m mllm_safety.mix", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m mllm_safety.mix",
+        description="Mix benign rejection data into instruction data (official flags + --seed, --overwrite, --format).",
+    )
     p.add_argument("--file1", required=True, help="rejection source, LLaVA json (paper: LLaVA-Med instruct data)")
     p.add_argument("--file2", required=True, help="instruction data, LLaVA json (paper: llava_v1_5_mix665k.json)")
     p.add_argument("--output", required=True, help="output folder; the file name follows the official pattern")

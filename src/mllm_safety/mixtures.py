@@ -292,6 +292,7 @@ def run(cfg: MixConfig) -> pd.DataFrame:
             write_llamafactory(recs, run_dir, name, overwrite=True)
     summary = summarize(mixes)
     write_text(run_dir / "summary.csv", summary.to_csv(float_format="%.6g"))
+    write_text(run_dir / "summary.md", summary.round(3).to_markdown() + "\n")
     return summary
 
 

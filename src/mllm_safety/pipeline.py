@@ -81,7 +81,7 @@ def run_notebook(stage: str, preset: str, out_dir: Path) -> Path:
             parameters=notebook_parameters(src, values, preset),
             kernel_name="python3",
             cwd=str(root),
-            progress_bar=False,
+            progress_bar=True,
         )
     except PapermillExecutionError as e:
         raise RuntimeError(
@@ -93,7 +93,7 @@ def run_notebook(stage: str, preset: str, out_dir: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     """CLI: `data` builds/checks a preset's data; `run` executes the notebooks of the given stages."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    p = argparse.ArgumentParser(prog="python -m mllm_safety.pipeline", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m mllm_safety.pipeline", description=__doc__)
     p.add_argument("command", choices=("data", "run"))
     p.add_argument("--preset", default="toy")
     p.add_argument("--stages", nargs="*", default=list(NOTEBOOKS), choices=list(NOTEBOOKS))

@@ -200,7 +200,7 @@ def build(out: str | Path, seed: int = 0, scale: float = 1.0, overwrite: bool = 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: build the miniature datasets."""
-    p = argparse.ArgumentParser(prog="python -m mllm_safety.sampledata", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m mllm_safety.sampledata", description=__doc__)
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scale", type=float, default=1.0, help="multiply record counts (tests use less)")

@@ -190,7 +190,7 @@ def read_rows(path: str | Path, required: tuple[str, ...]) -> list[dict[str, str
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: write a FigStep or MM-SafetyBench folder from a CSV of instructions / key phrases."""
-    p = argparse.ArgumentParser(prog="python -m mllm_safety.typography", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m mllm_safety.typography", description=__doc__)
     p.add_argument("layout", choices=("figstep", "mm_safetybench"))
     p.add_argument("--csv", required=True, help=f"figstep: columns {FIGSTEP_COLUMNS}; mm_safetybench: {MMSB_COLUMNS}")
     p.add_argument("--out", required=True, help="the benchmark folder to create")
