@@ -6,6 +6,7 @@ import pytest
 
 from mllm_safety.bias import BiasConfig
 from mllm_safety.config import load_preset, prepare_run_dir, stage_config
+from mllm_safety.files import DataFormatError
 from mllm_safety.pipeline import known_keys
 
 PRESETS = ["toy", "smoke", "llava-1.5-7b"]
@@ -19,7 +20,7 @@ def test_shipped_presets_have_only_known_keys(preset):
 def test_unknown_key_is_an_error(tmp_path):
     path = tmp_path / "p.yaml"
     path.write_text("data_root: x\ntop_kk: 3\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"unknown key\(s\) \['top_kk'\]"):
+    with pytest.raises(DataFormatError, match=r"unknown key\(s\) \['top_kk'\]"):
         load_preset(str(path), known_keys())
 
 

@@ -6,6 +6,7 @@ import pytest
 from conftest import rec
 
 from mllm_safety.data import load_llava_json, load_vlguard, pair_kind, vlguard_to_llava
+from mllm_safety.files import DataFormatError
 from mllm_safety.mix import DEFAULT_REPLY, rejection_share
 from mllm_safety.mixtures import (
     VLGUARD_VARIANTS,
@@ -42,7 +43,7 @@ def test_several_sources_split_evenly_and_deterministically():
 def test_fraction_out_of_range_and_too_few_records():
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         mix_by_fraction(BENIGN, REJECT, 1.5, 10)
-    with pytest.raises(ValueError, match="asked for 200"):
+    with pytest.raises(DataFormatError, match="asked for 200"):
         mix_by_fraction({"mix": BENIGN["mix"]}, REJECT, 0.0, 200)
 
 

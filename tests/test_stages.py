@@ -41,3 +41,18 @@ def test_stage_clis_reproduce_byte_identical_outputs(mini_data, tmp_path, capsys
         k: v for k, v in digests[1].items() if not k.endswith("config.json")
     }
     assert any(k.endswith("_sharegpt.json") for k in digests[0])
+
+
+def test_stage_cli_bad_data_exits_2_with_one_line(tmp_path, capsys):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "mix.json").write_text('{"not": "a list"}', encoding="utf-8")
+    preset = tmp_path / "bad.yaml"
+    preset.write_text(
+        yaml.safe_dump({"data_root": str(tmp_path / "d"), "runs_root": str(tmp_path / "r"),
+                        "bias_datasets": {"mix": "mix.json"}}),
+        encoding="utf-8",
+    )  # fmt: skip
+    assert bias.main(["--preset", str(preset)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "mix.json: top level is dict" in err and "Traceback" not in err
+    assert mixtures.main(["--preset", str(tmp_path / "absent.yaml")]) == 2

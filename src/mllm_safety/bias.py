@@ -4,7 +4,6 @@ openings, image share, turns). Plot functions are pure: data in, figure out. CLI
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure  # figures outside pyplot: pure, never shown twice in a notebook
 
-from .config import prepare_run_dir, stage_config
+from .config import prepare_run_dir, stage_main
 from .data import load_training_records, record_images
 from .files import write_json, write_text
 from .judges import FULL_REFUSAL, JUDGES, PARTIAL_REFUSAL
@@ -159,13 +158,7 @@ def write_metrics(cfg: BiasConfig, res: BiasResult) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: run stage 01 for a preset."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    p = argparse.ArgumentParser(prog="python -m mllm_safety.bias", description=__doc__)
-    p.add_argument("--preset", default="toy")
-    cfg = stage_config(BiasConfig, p.parse_args(argv).preset)
-    metrics = write_metrics(cfg, run(cfg))
-    print(cfg.run_dir / "metrics.json", f"({len(metrics)} entries)")
-    return 0
+    return stage_main(BiasConfig, run, write_metrics, argv, "python -m mllm_safety.bias", __doc__)
 
 
 if __name__ == "__main__":

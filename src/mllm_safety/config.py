@@ -7,15 +7,18 @@ a run made under a different config.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
+import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
-from .files import write_json
+from .files import DataFormatError, run_cli, write_json
 
 T = TypeVar("T")
 
@@ -55,11 +58,11 @@ def load_preset(preset: str, known: set[str] | None = None) -> dict[str, Any]:
     path = preset_path(preset)
     values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     if not isinstance(values, dict):
-        raise ValueError(f"{path}: a preset is a flat mapping of keys to literals")
+        raise DataFormatError(f"{path}: a preset is a flat mapping of keys to literals")
     if known is not None:
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"{path}: unknown key(s) {unknown}; known keys are {sorted(known)}")
+            raise DataFormatError(f"{path}: unknown key(s) {unknown}; known keys are {sorted(known)}")
     return values
 
 
@@ -96,3 +99,18 @@ def prepare_run_dir(run_dir: str | Path, cfg: Any, overwrite: bool = False) -> P
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(saved, current)
     return run_dir
+
+
+def stage_main(cls: type, run: Callable, write_metrics: Callable, argv: list[str] | None, prog: str, doc: str) -> int:
+    """The CLI every stage shares: --preset, run the stage, write its metrics, print where they are."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    p = argparse.ArgumentParser(prog=prog, description=doc)
+    p.add_argument("--preset", default="toy", help="a name in params/ or a path to a preset .yaml")
+    preset = p.parse_args(argv).preset
+
+    def work() -> None:
+        cfg = stage_config(cls, preset)
+        write_metrics(cfg, run(cfg))
+        print(cfg.run_dir / "metrics.json")
+
+    return run_cli(work)

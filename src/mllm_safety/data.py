@@ -92,15 +92,10 @@ def check_images(
     return [r for i, r in enumerate(records) if i not in drop]
 
 
-def load_llava_json(
-    path: str | Path,
-    image_root: str | Path | None = None,
-    missing_images: Policy = "fail",
-    invalid: Policy = "fail",
-    allow_duplicate_ids: bool = False,
+def validate_llava(
+    data: Any, path: str | Path, invalid: Policy = "fail", allow_duplicate_ids: bool = False
 ) -> list[dict[str, Any]]:
-    """Load and validate a LLaVA json file (mix665k, LLaVA-Med, converted VLGuard); extra fields are kept."""
-    data = read_json(path)
+    """Validate already-parsed LLaVA json; invalid records fail, or are skipped with a warning."""
     if not isinstance(data, list):
         raise DataFormatError(f"{path}: top level is {type(data).__name__}, expected a list of records (LLaVA json)")
     records = []
@@ -115,6 +110,18 @@ def load_llava_json(
         records.append(rec)
     if not allow_duplicate_ids:
         check_duplicate_ids(records, path)
+    return records
+
+
+def load_llava_json(
+    path: str | Path,
+    image_root: str | Path | None = None,
+    missing_images: Policy = "fail",
+    invalid: Policy = "fail",
+    allow_duplicate_ids: bool = False,
+) -> list[dict[str, Any]]:
+    """Load and validate a LLaVA json file (mix665k, LLaVA-Med, converted VLGuard); extra fields are kept."""
+    records = validate_llava(read_json(path), path, invalid, allow_duplicate_ids)
     if image_root is not None:
         records = check_images(records, image_root, path, missing_images)
     return records
@@ -137,14 +144,19 @@ def _check_vlguard_record(rec: Any, path: str | Path, i: int) -> None:
             raise record_error(path, i, rec["id"], f"instr-resp[{k}] needs 'response' and one of {allowed}")
 
 
-def load_vlguard(path: str | Path, image_root: str | Path | None = None, missing_images: Policy = "fail") -> list[dict]:
-    """Load VLGuard train/test json (a list of {id, image, safe, harmful_category, instr-resp})."""
-    data = read_json(path)
+def validate_vlguard(data: Any, path: str | Path) -> list[dict[str, Any]]:
+    """Validate already-parsed VLGuard json."""
     if not isinstance(data, list):
         raise DataFormatError(f"{path}: top level is {type(data).__name__}, expected a list (VLGuard json)")
     for i, rec in enumerate(data):
         _check_vlguard_record(rec, path, i)
     check_duplicate_ids(data, path)
+    return data
+
+
+def load_vlguard(path: str | Path, image_root: str | Path | None = None, missing_images: Policy = "fail") -> list[dict]:
+    """Load VLGuard train/test json (a list of {id, image, safe, harmful_category, instr-resp})."""
+    data = validate_vlguard(read_json(path), path)
     if image_root is not None:
         data = check_images(data, image_root, path, missing_images)
     return data
@@ -200,7 +212,7 @@ def vlguard_to_llava(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def load_training_records(path: str | Path) -> list[dict[str, Any]]:
     """LLaVA json as is, or VLGuard json converted to LLaVA json (detected by its 'instr-resp' field)."""
-    head = read_json(path)
-    if isinstance(head, list) and head and isinstance(head[0], dict) and "instr-resp" in head[0]:
-        return vlguard_to_llava(load_vlguard(path))
-    return load_llava_json(path, allow_duplicate_ids=True)
+    data = read_json(path)
+    if isinstance(data, list) and data and isinstance(data[0], dict) and "instr-resp" in data[0]:
+        return vlguard_to_llava(validate_vlguard(data, path))
+    return validate_llava(data, path, allow_duplicate_ids=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,20 @@ from typing import Any
 
 class DataFormatError(ValueError):
     """Bad input data; the message names the file, the record and what to do."""
+
+
+# Errors in what the user gave us (files, presets, sizes): a CLI prints the message and exits 2, no traceback.
+USER_ERRORS = (DataFormatError, FileExistsError, FileNotFoundError)
+
+
+def run_cli(action: Callable[[], object]) -> int:
+    """Run a CLI's work; a user error prints one line naming file, record and fix, and returns exit status 2."""
+    try:
+        action()
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def record_error(path: str | Path, index: int | None, rec_id: Any, problem: str, fix: str = "") -> DataFormatError:

@@ -23,7 +23,7 @@ from typing import Any
 
 from .data import IMAGE_TAG, load_llava_json, record_images
 from .export import write_llamafactory
-from .files import DataFormatError, write_json
+from .files import DataFormatError, run_cli, write_json
 
 log = logging.getLogger(__name__)
 
@@ -163,13 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry point; bad input exits 2 with a message naming the file and record, and writes nothing."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    try:
-        for path in run(args):
-            print(path)
-    except (DataFormatError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(lambda: [print(path) for path in run(args)])
 
 
 if __name__ == "__main__":

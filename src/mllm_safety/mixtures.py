@@ -6,7 +6,6 @@ CLI for the stage: `python -m mllm_safety.mixtures --preset toy`; the official m
 
 from __future__ import annotations
 
-import argparse
 import copy
 import logging
 import random
@@ -17,10 +16,10 @@ from typing import Any
 
 import pandas as pd
 
-from .config import prepare_run_dir, stage_config
+from .config import prepare_run_dir, stage_main
 from .data import load_llava_json, load_vlguard, pair_kind, prefix_images, record_images, vlguard_to_llava
 from .export import write_llamafactory
-from .files import write_json, write_text
+from .files import DataFormatError, write_json, write_text
 from .judges import FULL_REFUSAL, paper_strmatch
 from .mix import (
     DEFAULT_REPLY,
@@ -56,7 +55,7 @@ def mix_parts(
     for part in parts:
         pool = [r for r in part.records if r["id"] not in taken]
         if part.n > len(pool):
-            raise ValueError(f"part {part.name!r}: asked for {part.n} records, {len(pool)} available")
+            raise DataFormatError(f"part {part.name!r}: asked for {part.n} records, {len(pool)} available")
         drawn = [copy.deepcopy(r) for r in rng.sample(pool, part.n)]
         taken.update(r["id"] for r in drawn)
         if part.rejection:
@@ -308,13 +307,7 @@ def write_metrics(cfg: MixConfig, summary: pd.DataFrame) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: run stage 02 for a preset."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    p = argparse.ArgumentParser(prog="python -m mllm_safety.mixtures", description="Stage 02: build the mixtures")
-    p.add_argument("--preset", default="toy")
-    cfg = stage_config(MixConfig, p.parse_args(argv).preset)
-    write_metrics(cfg, run(cfg))
-    print(cfg.run_dir / "metrics.json")
-    return 0
+    return stage_main(MixConfig, run, write_metrics, argv, "python -m mllm_safety.mixtures", __doc__)
 
 
 if __name__ == "__main__":

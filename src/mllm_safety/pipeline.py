@@ -15,6 +15,7 @@ from typing import Any
 
 from .bias import BiasConfig
 from .config import field_names, load_preset, preset_name, repo_root
+from .files import USER_ERRORS
 from .mixtures import MixConfig
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             for stage in args.stages:
                 log.info("running notebook %s (preset %s)", NOTEBOOKS[stage], args.preset)
                 print(run_notebook(stage, args.preset, out_dir))
-    except (RuntimeError, ValueError, FileNotFoundError, FileExistsError) as e:
+    except (RuntimeError, *USER_ERRORS) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -15,7 +15,7 @@ from pathlib import Path
 from PIL import Image
 
 from .benchmarks import MMSB_SCENARIOS
-from .files import write_json, write_text
+from .files import run_cli, write_json, write_text
 from .typography import build_folder, write_figstep, write_mm_safetybench
 
 OBJECTS = ("cup", "bicycle", "kite", "lamp", "chair", "boat", "clock", "umbrella", "guitar", "teapot")
@@ -206,12 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale", type=float, default=1.0, help="multiply record counts (tests use less)")
     p.add_argument("--overwrite", action="store_true")
     args = p.parse_args(argv)
-    try:
-        print(build(args.out, args.seed, args.scale, args.overwrite))
-    except FileExistsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(lambda: print(build(args.out, args.seed, args.scale, args.overwrite)))
 
 
 if __name__ == "__main__":

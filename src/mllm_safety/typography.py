@@ -22,7 +22,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from .benchmarks import FIGSTEP_COLUMNS
-from .files import DataFormatError, write_json
+from .files import run_cli, write_json
 
 FONT_DIRS = ("/usr/share/fonts/truetype", "/usr/share/fonts", "/Library/Fonts", "C:/Windows/Fonts")
 FIGSTEP_FONTS = ("freefont/FreeMonoBold.ttf", "FreeMonoBold.ttf", "dejavu/DejaVuSansMono-Bold.ttf")
@@ -197,16 +197,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=None, help="canvas size (figstep 760, SD pictures 1024)")
     p.add_argument("--overwrite", action="store_true")
     args = p.parse_args(argv)
-    try:
+
+    def write() -> None:
         if args.layout == "figstep":
-            root = write_figstep(read_rows(args.csv, FIGSTEP_COLUMNS), args.out, args.size or 760, args.overwrite)
+            print(write_figstep(read_rows(args.csv, FIGSTEP_COLUMNS), args.out, args.size or 760, args.overwrite))
         else:
-            root = write_mm_safetybench(read_rows(args.csv, MMSB_COLUMNS), args.out, args.size or 1024, args.overwrite)
-    except (DataFormatError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(root)
-    return 0
+            print(write_mm_safetybench(read_rows(args.csv, MMSB_COLUMNS), args.out, args.size or 1024, args.overwrite))
+
+    return run_cli(write)
 
 
 if __name__ == "__main__":
