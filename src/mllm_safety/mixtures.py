@@ -224,13 +224,18 @@ def load_sources(cfg: MixConfig) -> tuple[list[dict], list[dict], list[dict]]:
     )
 
 
+def official_mix_name(cfg: MixConfig) -> str:
+    """The paper's mixture's name: the official output file name without .json."""
+    s1, s2 = Path(cfg.rejection_json).stem, Path(cfg.instruct_json).stem
+    return output_name(cfg.sample_size1, s1, cfg.sample_size2, s2, cfg.suffix, cfg.similar).removesuffix(".json")
+
+
 def build_mixtures(cfg: MixConfig) -> dict[str, list[dict]]:
     """Every mixture of the preset: the official mix, one per rejection fraction, the curated baselines."""
     instruct, rejection, vlguard = load_sources(cfg)
     s1, s2 = Path(cfg.rejection_json).stem, Path(cfg.instruct_json).stem
-    name = output_name(cfg.sample_size1, s1, cfg.sample_size2, s2, cfg.suffix, cfg.similar).removesuffix(".json")
     mixes = {
-        name: mix_rejection_data(
+        official_mix_name(cfg): mix_rejection_data(
             rejection,
             instruct,
             cfg.sample_size1,
