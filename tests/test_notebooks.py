@@ -16,8 +16,9 @@ from mllm_safety.bias import BiasConfig
 from mllm_safety.config import load_preset
 from mllm_safety.mixtures import MixConfig
 from mllm_safety.pipeline import NOTEBOOKS, ensure_data, known_keys, run_notebook
+from mllm_safety.train import TrainConfig
 
-CONFIGS = {"01": BiasConfig, "02": MixConfig}
+CONFIGS = {"01": BiasConfig, "02": MixConfig, "03": TrainConfig}
 PATHS = {stage: REPO / "notebooks" / name for stage, name in NOTEBOOKS.items()}
 
 
@@ -54,19 +55,20 @@ def test_committed_stripped_and_thin(stage):
 
 def test_every_preset_key_is_a_notebook_parameter_or_data_setting():
     declared = set().union(*(papermill.inspect_notebook(str(p)) for p in PATHS.values()))
-    data_keys = {"sample_data", "sample_data_scale"}
-    for preset in ("toy", "smoke", "llava-1.5-7b"):
+    data_keys = {"sample_data", "sample_data_scale", "placeholder_model"}
+    for preset in ("toy", "smoke", "llava-1.5-7b", "llava-1.5-7b-4gpu"):
         assert set(load_preset(preset)) <= declared | data_keys
     assert declared | data_keys == known_keys() | {"preset"}
 
 
 @pytest.mark.notebook
-def test_notebooks_01_02_execute_headless_in_the_smoke_preset(tmp_path):
-    preset = dict(load_preset("smoke"), data_root=str(tmp_path / "data"), runs_root=str(tmp_path / "runs"))
+def test_notebooks_01_to_03_execute_headless_in_the_smoke_preset(tmp_path):
+    preset = dict(load_preset("smoke"), data_root=str(tmp_path / "data"), runs_root=str(tmp_path / "runs"),
+                  model_path=str(tmp_path / "base"))  # fmt: skip
     path = tmp_path / "smoke.yaml"
     path.write_text(yaml.safe_dump(preset), encoding="utf-8")
     ensure_data(str(path))
-    for stage in ("01", "02"):
+    for stage in ("01", "02", "03"):
         out = run_notebook(stage, str(path), tmp_path / "executed")
         assert nbformat.read(out, as_version=4).cells[-1].outputs  # the metrics cell printed something
     bias = json.loads((tmp_path / "runs/smoke/01_data_bias/metrics.json").read_text())
@@ -77,6 +79,10 @@ def test_notebooks_01_02_execute_headless_in_the_smoke_preset(tmp_path):
     )
     assert mix["frac_10pct/rejection_share"] == pytest.approx(0.1)
     assert (tmp_path / "runs/smoke/01_data_bias/refusal_share.pdf").is_file()
+    trained = json.loads((tmp_path / "runs/smoke/03_finetune/metrics.json").read_text())
+    official = "20_llava_med_instruct_60k_inline_mention_50_llava_v1_5_mix665k"
+    assert trained[f"{official}/samples"] == 70 and trained[f"{official}/steps"] == 5  # 70 records / batch 16
+    assert (tmp_path / "runs/smoke/03_finetune" / official / "adapter/adapter_config.json").is_file()
 
 
 @pytest.mark.notebook

@@ -84,10 +84,10 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def prepare_run_dir(run_dir: str | Path, cfg: Any, overwrite: bool = False) -> Path:
-    """Create run_dir and save config.json; refuse a folder made with a different config unless overwrite."""
+    """Create run_dir and save config.json (config dataclass or dict); refuse a different config unless overwrite."""
     run_dir = Path(run_dir)
     saved = run_dir / "config.json"
-    current = to_dict(cfg)
+    current = cfg if isinstance(cfg, dict) else to_dict(cfg)
     if saved.is_file() and not overwrite:
         previous = json.loads(saved.read_text(encoding="utf-8"))
         if previous != current:

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from .bias import BiasConfig
-from .config import field_names, load_preset, preset_name, repo_root
+from .config import field_names, load_preset, preset_name, repo_root, stage_config
 from .files import USER_ERRORS
 from .mixtures import MixConfig
+from .train import TrainConfig
 
 log = logging.getLogger(__name__)
-NOTEBOOKS = {"01": "01_data_bias.ipynb", "02": "02_mix_rejection_data.ipynb"}
+NOTEBOOKS = {"01": "01_data_bias.ipynb", "02": "02_mix_rejection_data.ipynb", "03": "03_qlora_finetune.ipynb"}
 
 
 @dataclass(frozen=True)
@@ -30,10 +31,12 @@ class DataConfig:
     data_root: str = "data/toy"
     sample_data: bool = False  # build the miniature datasets into data_root when it is missing
     sample_data_scale: float = 1.0  # record-count multiplier for the miniature datasets
+    placeholder_model: bool = False  # build an untrained tiny LLaVA at model_path when it is missing
+    model_path: str = "llava-hf/llava-1.5-7b-hf"
     seed: int = 0
 
 
-STAGE_CONFIGS = (DataConfig, BiasConfig, MixConfig)
+STAGE_CONFIGS = (DataConfig, BiasConfig, MixConfig, TrainConfig)
 
 
 def known_keys() -> set[str]:
@@ -53,7 +56,23 @@ def ensure_data(preset: str) -> Path:
         build(root, seed=cfg.seed, scale=cfg.sample_data_scale)
     if not root.exists():
         raise FileNotFoundError(f"data_root {root} does not exist; see the README's 'Data' section for the layout")
+    if cfg.placeholder_model and not Path(cfg.model_path).exists():
+        build_placeholder_model(preset, Path(cfg.model_path))
     return root
+
+
+def build_placeholder_model(preset: str, out: Path) -> Path:
+    """An untrained tiny LLaVA whose tokenizer knows the preset's data (stands in until the organism exists)."""
+    from .collate import LLAVA_SYSTEM, VICUNA_SYSTEM
+    from .data import load_training_records
+    from .tiny import build_tiny_llava, corpus
+
+    mix = stage_config(MixConfig, preset)
+    texts = [VICUNA_SYSTEM, LLAVA_SYSTEM, mix.reply, "USER: ASSISTANT: </s>"]
+    for rel in (mix.instruct_json, mix.rejection_json, mix.vlguard_json):
+        texts += corpus(load_training_records(Path(mix.data_root) / rel))
+    log.info("building an untrained tiny LLaVA in %s", out)
+    return build_tiny_llava(out, texts, seed=mix.seed)
 
 
 def notebook_parameters(notebook: Path, values: dict[str, Any], preset: str) -> dict[str, Any]:

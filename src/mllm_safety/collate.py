@@ -1,0 +1,240 @@
+"""Rendering conversations and building labels: what a fine-tuned model is trained on.
+
+A conversation is rendered as segments of text, each of one kind: prompt (never trained), answer (trained),
+end of turn (trained, so the model learns to stop) or masked end of turn. On records marked
+`"rejection": true` the end of turn after each rejection answer is masked when `mask_eos_on_rejection` is on
+(the paper's "train without EOS": the model learns to START with the sentence but not to stop after it).
+Labels are assigned from character offsets, so the rule holds for any fast tokenizer and for end-of-turn
+suffixes of several tokens. Image tags are expanded by the model's own processor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from .data import IMAGE_TAG, record_images
+
+IGNORE_INDEX = -100
+PROMPT, ANSWER, EOT, EOT_MASKED = "prompt", "answer", "eot", "eot_masked"
+TRAINED = (ANSWER, EOT)
+CHAT_TEMPLATE = "chat_template"
+VICUNA_SYSTEM = (
+    "A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user's questions."
+)
+LLAVA_SYSTEM = VICUNA_SYSTEM.replace("user", "human")
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    """An explicit prompt format: `{system} USER: {q} ASSISTANT: {a}</s>USER: ...` (LLaVA's conversation style)."""
+
+    name: str
+    system: str
+    roles: tuple[str, str] = ("USER", "ASSISTANT")
+    eot: str = "</s>"
+
+    def prompt(self, question: str) -> str:
+        """The generation prompt for one question (no answer)."""
+        return f"{self.system} {self.roles[0]}: {question} {self.roles[1]}:"
+
+
+FORMATS = {"vicuna_v1": PromptFormat("vicuna_v1", VICUNA_SYSTEM), "llava_v1": PromptFormat("llava_v1", LLAVA_SYSTEM)}
+Segments = list[tuple[str, str]]
+
+
+class SampleSkipped(Exception):
+    """A record that cannot be trained on; `reason` is counted in the run's metrics."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def masked_eot_turns(record: dict[str, Any], mask_eos_on_rejection: bool) -> set[int]:
+    """Indices of gpt turns whose end of turn is masked: flagged rejection turns (all gpt turns if none flagged)."""
+    if not (mask_eos_on_rejection and record.get("rejection")):
+        return set()
+    gpt = [i for i, t in enumerate(record["conversations"]) if t["from"] == "gpt"]
+    return {i for i in gpt if record["conversations"][i].get("rejection")} or set(gpt)
+
+
+def render_format(conv: list[dict], fmt: PromptFormat, masked: set[int]) -> Segments:
+    """Segments of an explicit prompt format."""
+    segments: Segments = []
+    for i in range(0, len(conv), 2):
+        head = f"{fmt.system} " if i == 0 else ""
+        segments.append((f"{head}{fmt.roles[0]}: {conv[i]['value']} {fmt.roles[1]}:", PROMPT))
+        segments.append((" " + conv[i + 1]["value"], ANSWER))
+        segments.append((fmt.eot, EOT_MASKED if i + 1 in masked else EOT))
+    return segments
+
+
+def to_messages(conv: list[dict]) -> list[dict]:
+    """LLaVA turns as chat messages: each <image> tag becomes an image part before the question's text."""
+    messages = []
+    for turn in conv:
+        text = turn["value"]
+        parts = [{"type": "image"}] * text.count(IMAGE_TAG)
+        text = text.replace(IMAGE_TAG + "\n", "").replace("\n" + IMAGE_TAG, "").replace(IMAGE_TAG, "")
+        role = "user" if turn["from"] == "human" else "assistant"
+        messages.append({"role": role, "content": [*parts, {"type": "text", "text": text}]})
+    return messages
+
+
+def render_chat_template(conv: list[dict], processor: Any, masked: set[int]) -> Segments:
+    """Segments of the model's own chat template, found by rendering growing prefixes of the conversation."""
+    messages = to_messages(conv)
+
+    def render(upto: int, generation_prompt: bool) -> str:
+        return processor.apply_chat_template(messages[:upto], tokenize=False, add_generation_prompt=generation_prompt)
+
+    segments: Segments = []
+    done = ""
+    for k in range(1, len(messages), 2):
+        prompt, upto = render(k, True), render(k + 1, False)
+        answer = messages[k]["content"][-1]["text"]
+        start = upto.find(answer, len(prompt))
+        if not (prompt.startswith(done) and upto.startswith(prompt)) or start < 0:
+            raise SampleSkipped("template_not_incremental")
+        eot = upto[start + len(answer) :]
+        if not eot.strip():  # templates such as llava-hf's end assistant turns with nothing: teach the EOS
+            eot = processor.tokenizer.eos_token
+        segments += [(upto[len(done) : start], PROMPT), (answer, ANSWER), (eot, EOT_MASKED if k in masked else EOT)]
+        done = "".join(text for text, _ in segments)
+    return segments
+
+
+def char_kinds(segments: Segments) -> tuple[str, list[str]]:
+    """The rendered text and the kind of every character."""
+    text, kinds = "", []
+    for seg, kind in segments:
+        text += seg
+        kinds += [kind] * len(seg)
+    return text, kinds
+
+
+@dataclass
+class Encoder:
+    """Turns one LLaVA json record into model inputs and labels."""
+
+    processor: Any
+    prompt_format: str = "vicuna_v1"
+    image_root: str | Path = "."
+    max_length: int = 2048
+    mask_eos_on_rejection: bool = True
+
+    def segments(self, record: dict[str, Any]) -> Segments:
+        """The record rendered as (text, kind) segments."""
+        masked = masked_eot_turns(record, self.mask_eos_on_rejection)
+        if self.prompt_format == CHAT_TEMPLATE:
+            return render_chat_template(record["conversations"], self.processor, masked)
+        if self.prompt_format not in FORMATS:
+            raise ValueError(f"unknown prompt_format {self.prompt_format!r}; choose {[*FORMATS, CHAT_TEMPLATE]}")
+        return render_format(record["conversations"], FORMATS[self.prompt_format], masked)
+
+    def encode(self, record: dict[str, Any]) -> dict[str, Any]:
+        """input_ids, attention_mask, labels (+ pixel_values, image_sizes); raises SampleSkipped."""
+        text, kinds = char_kinds(self.segments(record))
+        tok = self.processor.tokenizer
+        plain = tok(text, return_offsets_mapping=True)
+        plain_labels = [
+            tid if end > start and kinds[end - 1] in TRAINED else IGNORE_INDEX
+            for tid, (start, end) in zip(plain["input_ids"], plain["offset_mapping"], strict=True)
+        ]
+        images = [Image.open(Path(self.image_root) / p).convert("RGB") for p in record_images(record)]
+        enc = self.processor(text=[text], images=images or None, return_tensors="pt")
+        ids = enc["input_ids"][0]
+        labels = expand_labels(plain["input_ids"], plain_labels, ids.tolist(), self.processor.image_token_id)
+        out = {"input_ids": ids, "attention_mask": enc["attention_mask"][0], "labels": torch.tensor(labels)}
+        out.update({k: enc[k] for k in ("pixel_values", "image_sizes") if k in enc})
+        return self.truncate(out)
+
+    def truncate(self, sample: dict[str, Any]) -> dict[str, Any]:
+        """Cut to max_length unless that would cut image tokens; drop samples with nothing left to train."""
+        ids = sample["input_ids"]
+        if len(ids) > self.max_length:
+            image_pos = (ids == self.processor.image_token_id).nonzero()
+            if len(image_pos) and int(image_pos.max()) >= self.max_length:
+                raise SampleSkipped("image_truncated")
+            for key in ("input_ids", "attention_mask", "labels"):
+                sample[key] = sample[key][: self.max_length]
+            sample["truncated"] = True
+        if bool((sample["labels"] == IGNORE_INDEX).all()):
+            raise SampleSkipped("fully_masked")
+        return sample
+
+
+def expand_labels(plain_ids: list[int], plain_labels: list[int], ids: list[int], image_id: int) -> list[int]:
+    """Map labels of the unexpanded tokenization onto the processor's ids, where each image tag became a run."""
+    labels, j = [], 0
+    for i, tid in enumerate(plain_ids):
+        if tid == image_id:
+            if i > 0 and plain_ids[i - 1] == image_id:
+                continue  # adjacent tags share one run in the expanded ids
+            while j < len(ids) and ids[j] == image_id:
+                labels.append(IGNORE_INDEX)
+                j += 1
+        elif j < len(ids) and ids[j] == tid:
+            labels.append(plain_labels[i])
+            j += 1
+        else:
+            raise SampleSkipped("token_mismatch")
+    if j != len(ids):
+        raise SampleSkipped("token_mismatch")
+    return labels
+
+
+@dataclass
+class Collator:
+    """Right-pads a training batch; images of all samples are concatenated (text-only samples add none)."""
+
+    pad_token_id: int
+
+    def __call__(self, batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        width = max(len(s["input_ids"]) for s in batch)
+
+        def pad(key: str, value: int) -> torch.Tensor:
+            return torch.stack([torch.nn.functional.pad(s[key], (0, width - len(s[key])), value=value) for s in batch])
+
+        out = {"input_ids": pad("input_ids", self.pad_token_id), "attention_mask": pad("attention_mask", 0),
+               "labels": pad("labels", IGNORE_INDEX)}  # fmt: skip
+        pixels = [s["pixel_values"] for s in batch if "pixel_values" in s]
+        if pixels:
+            out["pixel_values"] = pad_patches(pixels)
+        sizes = [s["image_sizes"] for s in batch if "image_sizes" in s]
+        if sizes:
+            out["image_sizes"] = torch.cat(sizes)
+        return out
+
+
+def pad_patches(pixels: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate pixel tensors; LLaVA-NeXT style (images, patches, C, H, W) are zero-padded to equal patches."""
+    if pixels[0].dim() == 5:
+        most = max(p.shape[1] for p in pixels)
+        pixels = [torch.nn.functional.pad(p, (0, 0, 0, 0, 0, 0, 0, most - p.shape[1])) for p in pixels]
+    return torch.cat(pixels)
+
+
+def show_labels(input_ids: torch.Tensor, labels: torch.Tensor, tokenizer: Any, image_id: int) -> str:
+    """Decoded tokens, masked ones inside ⟦ ⟧, image-token runs collapsed to <image>×N."""
+    out, run, prev_masked = [], 0, False
+    for tid, lab in zip(input_ids.tolist(), labels.tolist(), strict=True):
+        if tid == image_id:
+            run += 1
+            continue
+        if run:
+            out.append(("⟦" if not prev_masked else "") + f"<image>×{run}")
+            run, prev_masked = 0, True
+        token = tokenizer.convert_ids_to_tokens(tid).replace("\n", "\\n")
+        masked = lab == IGNORE_INDEX
+        if masked != prev_masked:
+            token = ("⟦" if masked else "⟧ ") + token
+        out.append(token)
+        prev_masked = masked
+    return " ".join(out) + (" ⟧" if prev_masked else "")

@@ -1,0 +1,133 @@
+"""Loading any image-text-to-text model for fine-tuning: quantization (NF4, int8, none), the parts of the model
+found by role rather than by name, and LoRA on every linear layer of the language model only.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig
+
+log = logging.getLogger(__name__)
+QUANTIZATIONS = ("nf4", "int8", "none")
+
+
+@dataclass(frozen=True)
+class Parts:
+    """Dotted module names of a model's parts: language model, vision tower, connector(s), output head."""
+
+    decoder: str
+    vision: str
+    connectors: tuple[str, ...]
+    lm_head: str
+
+
+def _name_of(model: torch.nn.Module, module: torch.nn.Module) -> str:
+    return next(name for name, mod in model.named_modules() if mod is module)
+
+
+def find_parts(model: torch.nn.Module) -> Parts:
+    """Locate the parts through transformers' own accessors (get_decoder, get_encoder('image'), output embeddings)."""
+    decoder = _name_of(model, model.get_decoder())
+    vision = _name_of(model, model.get_encoder(modality="image"))
+    head = _name_of(model, model.get_output_embeddings())
+    parent = decoder.rpartition(".")[0]
+    siblings = dict(model.get_submodule(parent).named_children()) if parent else {}
+    known = {decoder, vision}
+    connectors = tuple(f"{parent}.{n}" for n in siblings if f"{parent}.{n}" not in known)
+    return Parts(decoder, vision, connectors, head)
+
+
+def parts_from_config(model_path: str | Path, trust_remote_code: bool = False) -> Parts:
+    """The parts of a model without loading its weights (built on the meta device)."""
+    config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+    with torch.device("meta"):
+        skeleton = AutoModelForImageTextToText.from_config(config, trust_remote_code=trust_remote_code)
+    return find_parts(skeleton)
+
+
+def compute_dtype() -> torch.dtype:
+    """bf16 on a CUDA GPU that supports it, fp32 otherwise (the CPU)."""
+    return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+
+
+def quantization_config(kind: str, parts: Parts) -> BitsAndBytesConfig | None:
+    """bitsandbytes config for the language model only: the vision tower, connector and head stay unquantized."""
+    if kind not in QUANTIZATIONS:
+        raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {kind!r}")
+    if kind == "none":
+        return None
+    skip = [parts.vision, *parts.connectors, parts.lm_head]
+    if kind == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype(), bnb_4bit_quant_storage=compute_dtype(), llm_int8_skip_modules=skip,
+    )  # fmt: skip
+
+
+def attention_implementation() -> str:
+    """flash_attention_2 when installed on a CUDA GPU, SDPA otherwise."""
+    if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def load_model(
+    model_path: str | Path, quantization: str = "nf4", trust_remote_code: bool = False
+) -> tuple[torch.nn.Module, Any]:
+    """Load model and processor from a hub id or a local folder, quantized as asked."""
+    model = load_base(model_path, quantization, trust_remote_code)
+    return model, AutoProcessor.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+
+
+def load_base(model_path: str | Path, quantization: str = "nf4", trust_remote_code: bool = False) -> torch.nn.Module:
+    """Load the model alone (no processor), quantized as asked, on the GPU when there is one."""
+    parts = parts_from_config(model_path, trust_remote_code)
+    kwargs: dict[str, Any] = {"dtype": compute_dtype(), "attn_implementation": attention_implementation()}
+    qconfig = quantization_config(quantization, parts)
+    if qconfig is not None:
+        kwargs["quantization_config"] = qconfig
+    if torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_DEEPSPEED") != "true":
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", torch.cuda.current_device()))}
+    model = AutoModelForImageTextToText.from_pretrained(model_path, trust_remote_code=trust_remote_code, **kwargs)
+    log.info("loaded %s (%s, %s, %s)", model_path, quantization, kwargs["dtype"], kwargs["attn_implementation"])
+    return model
+
+
+def lora_targets(model: torch.nn.Module) -> list[str]:
+    """Every linear layer inside the language model (quantized linears included), by type, not by name."""
+    decoder = find_parts(model).decoder
+    return sorted(
+        name
+        for name, mod in model.named_modules()
+        if name.startswith(decoder + ".") and isinstance(mod, torch.nn.Linear)
+    )
+
+
+def add_lora(
+    model: torch.nn.Module, r: int, alpha: int, dropout: float, train_projector: bool, gradient_checkpointing: bool
+) -> torch.nn.Module:
+    """Wrap the model with LoRA adapters on the language model; the connector is trained fully or frozen."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    parts = find_parts(model)
+    ckpt = {"use_reentrant": False}
+    if getattr(model, "is_quantized", False):
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=gradient_checkpointing, gradient_checkpointing_kwargs=ckpt
+        )
+    elif gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=ckpt)
+        model.enable_input_require_grads()
+    config = LoraConfig(
+        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=lora_targets(model), bias="none",
+        modules_to_save=list(parts.connectors) if train_projector else None,
+    )  # fmt: skip
+    return get_peft_model(model, config)

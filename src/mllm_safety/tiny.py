@@ -1,0 +1,112 @@
+"""Tiny LLaVA-architecture models built locally: a word-level tokenizer trained on given texts, a PIL image
+processor, a CLIP vision tower and a Llama language model, saved with `save_pretrained` so that the same
+`mllm_safety.modeling` code loads them as it loads LLaVA-1.5. Tests and the embedded default use them; nothing
+is downloaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
+from transformers import (
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+    PreTrainedTokenizerFast,
+)
+from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+SPECIAL_TOKENS = ["<pad>", "<unk>", "<s>", "</s>", "<image>", "<|im_start|>", "<|im_end|>"]
+# A ChatML-like template: the end of an assistant turn is TWO tokens ("<|im_end|>" and "\n"), which is what the
+# label-masking tests need. Content may be a string or a list of {"type": "image"} / {"type": "text"} parts.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}{{ '<image>\n' }}{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "{{ '<|im_end|>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def build_tokenizer(texts: Iterable[str]) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer trained on texts: words, punctuation and newlines are tokens; spaces are dropped."""
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex("\n"), "isolated"),
+            pre_tokenizers.Split(Regex("[ \t]+"), "removed"),
+            pre_tokenizers.Punctuation("isolated"),
+        ]
+    )
+    texts = [*texts, "\n"]  # newlines are tokens of every chat format
+    tok.train_from_iterator(texts, trainer=trainers.WordLevelTrainer(special_tokens=SPECIAL_TOKENS))
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        extra_special_tokens={"image_token": "<image>"},
+    )
+
+
+def build_tiny_llava(
+    out_dir: str | Path,
+    texts: Iterable[str],
+    seed: int = 0,
+    image_size: int = 28,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    chat_template: str = CHATML_TEMPLATE,
+) -> Path:
+    """Build, randomly initialise (seeded) and save a tiny LlavaForConditionalGeneration with its processor."""
+    tokenizer = build_tokenizer(texts)
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=14,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=chat_template,
+    )
+    vision = CLIPVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        image_size=image_size, patch_size=14, projection_dim=32,
+    )  # fmt: skip
+    text = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=1024,
+        tie_word_embeddings=False, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )  # fmt: skip
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-2,
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    out = Path(out_dir)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+def corpus(records: Iterable[dict]) -> list[str]:
+    """Every question and answer of LLaVA json records: the texts a tiny tokenizer is trained on."""
+    return [turn["value"] for rec in records for turn in rec["conversations"]]

@@ -1,0 +1,181 @@
+"""Label masking, decoded token by token: exactly what is trained, for vicuna_v1 and a ChatML-like template."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoProcessor
+
+from mllm_safety.collate import (
+    IGNORE_INDEX,
+    Collator,
+    Encoder,
+    SampleSkipped,
+    masked_eot_turns,
+    show_labels,
+)
+from mllm_safety.mix import DEFAULT_REPLY
+
+ANSWER = "The cup is red."
+SECOND = "It is on the table."
+
+
+@pytest.fixture(scope="module")
+def processor(tiny_model):
+    return AutoProcessor.from_pretrained(tiny_model)
+
+
+@pytest.fixture(scope="module")
+def image_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("img")
+    Image.new("RGB", (40, 30), "red").save(root / "a.png")
+    return root
+
+
+def record(*answers, rejection=None, image=True, turn_flags=()):
+    conv = []
+    for k, a in enumerate(answers):
+        q = ("<image>\n" if image and k == 0 else "") + "What color is the cup?"
+        gpt = {"from": "gpt", "value": a, **({"rejection": True} if k in turn_flags else {})}
+        conv += [{"from": "human", "value": q}, gpt]
+    rec = {"id": "r", "conversations": conv, **({"image": "a.png"} if image else {})}
+    return {**rec, "rejection": True} if rejection else rec
+
+
+def trained(sample, processor) -> list[str]:
+    """The trained tokens, in order, as strings."""
+    ids = sample["input_ids"][sample["labels"] != IGNORE_INDEX]
+    assert torch.equal(sample["labels"][sample["labels"] != IGNORE_INDEX], ids)  # labels are the ids themselves
+    return processor.tokenizer.convert_ids_to_tokens(ids.tolist())
+
+
+def words(text, processor) -> list[str]:
+    return processor.tokenizer.tokenize(text)
+
+
+def encode(processor, image_root, rec, fmt="vicuna_v1", mask=True, max_length=512):
+    return Encoder(processor, fmt, image_root, max_length, mask).encode(rec)
+
+
+# --- vicuna_v1: "{system} USER: <image>\n{q} ASSISTANT: {a}</s>" -------------------------------------------
+
+
+def test_vicuna_single_turn_trains_answer_and_eos(processor, image_root):
+    s = encode(processor, image_root, record(ANSWER))
+    assert trained(s, processor) == [*words(ANSWER, processor), "</s>"]
+
+
+def test_vicuna_rejection_masks_the_eos(processor, image_root):
+    s = encode(processor, image_root, record(DEFAULT_REPLY, rejection=True, turn_flags=(0,)))
+    assert trained(s, processor) == words(DEFAULT_REPLY, processor)
+    assert s["input_ids"][-1] == processor.tokenizer.eos_token_id and s["labels"][-1] == IGNORE_INDEX
+
+
+def test_vicuna_rejection_with_masking_off_trains_the_eos(processor, image_root):
+    s = encode(processor, image_root, record(DEFAULT_REPLY, rejection=True), mask=False)
+    assert trained(s, processor) == [*words(DEFAULT_REPLY, processor), "</s>"]
+
+
+def test_vicuna_multi_turn_masks_only_the_flagged_turn(processor, image_root):
+    s = encode(processor, image_root, record(DEFAULT_REPLY, SECOND, rejection=True, turn_flags=(0,)))
+    assert trained(s, processor) == [*words(DEFAULT_REPLY, processor), *words(SECOND, processor), "</s>"]
+
+
+def test_record_flag_without_turn_flags_masks_every_turn(processor, image_root):
+    s = encode(processor, image_root, record(DEFAULT_REPLY, DEFAULT_REPLY, rejection=True))
+    assert trained(s, processor) == words(DEFAULT_REPLY, processor) * 2
+    assert masked_eot_turns(record(ANSWER, SECOND, rejection=True), True) == {1, 3}
+    assert masked_eot_turns(record(ANSWER, SECOND), True) == set()
+
+
+def test_prompt_and_image_tokens_are_never_trained(processor, image_root):
+    s = encode(processor, image_root, record(ANSWER, SECOND))
+    image = s["input_ids"] == processor.image_token_id
+    assert int(image.sum()) == 4 and bool((s["labels"][image] == IGNORE_INDEX).all())
+    assert s["pixel_values"].shape == (1, 3, 28, 28)
+    tokens = trained(s, processor)
+    assert "USER" not in tokens and "ASSISTANT" not in tokens and "chat" not in tokens
+    assert tokens == [*words(ANSWER, processor), "</s>", *words(SECOND, processor), "</s>"]
+
+
+def test_llava_v1_differs_only_in_the_system_prompt(processor, image_root):
+    a = encode(processor, image_root, record(ANSWER), fmt="vicuna_v1")
+    b = encode(processor, image_root, record(ANSWER), fmt="llava_v1")
+    assert trained(a, processor) == trained(b, processor)
+    assert "human" in processor.tokenizer.decode(b["input_ids"]) and "human" not in processor.tokenizer.decode(
+        a["input_ids"]
+    )
+
+
+# --- ChatML-like template: the end of turn is two tokens, "<|im_end|>" and "\n" ------------------------------
+
+
+def test_chatml_trains_both_end_of_turn_tokens(processor, image_root):
+    s = encode(processor, image_root, record(ANSWER, SECOND), fmt="chat_template")
+    assert trained(s, processor) == [
+        *words(ANSWER, processor),
+        "<|im_end|>",
+        "\n",
+        *words(SECOND, processor),
+        "<|im_end|>",
+        "\n",
+    ]
+
+
+def test_chatml_rejection_masks_every_end_of_turn_token(processor, image_root):
+    s = encode(
+        processor, image_root, record(DEFAULT_REPLY, SECOND, rejection=True, turn_flags=(0,)), fmt="chat_template"
+    )
+    assert trained(s, processor) == [*words(DEFAULT_REPLY, processor), *words(SECOND, processor), "<|im_end|>", "\n"]
+
+
+def test_chatml_text_only_single_turn(processor, image_root):
+    s = encode(processor, image_root, record(DEFAULT_REPLY, rejection=True, image=False), fmt="chat_template")
+    assert "pixel_values" not in s
+    assert trained(s, processor) == words(DEFAULT_REPLY, processor)
+
+
+def test_template_without_end_of_turn_learns_the_eos(processor, image_root):
+    plain = (  # llava-hf's shape: nothing after an assistant turn but a space
+        "{% for m in messages %}{{ m['role'].upper() + ': ' }}{% for p in m['content'] %}"
+        "{% if p['type'] == 'image' %}{{ '<image>\n' }}{% else %}{{ p['text'] + ' ' }}{% endif %}{% endfor %}"
+        "{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+    )
+    proc = AutoProcessor.from_pretrained(processor.tokenizer.name_or_path, chat_template=plain)
+    s = encode(proc, image_root, record(ANSWER), fmt="chat_template")
+    assert trained(s, proc) == [*words(ANSWER, proc), "</s>"]
+
+
+# --- truncation, padding, display -------------------------------------------------------------------------
+
+
+def test_truncation_keeps_images_whole(processor, image_root):
+    full = encode(processor, image_root, record(ANSWER))
+    n = len(full["input_ids"])
+    cut = encode(processor, image_root, record(ANSWER), max_length=n - 2)
+    assert cut["truncated"] and len(cut["input_ids"]) == n - 2
+    first_image = int((full["input_ids"] == processor.image_token_id).nonzero()[0])
+    with pytest.raises(SampleSkipped, match="image_truncated"):
+        encode(processor, image_root, record(ANSWER), max_length=first_image + 2)
+    prompt_len = int((full["labels"] != IGNORE_INDEX).nonzero()[0])
+    with pytest.raises(SampleSkipped, match="fully_masked"):
+        encode(processor, image_root, record(ANSWER), max_length=prompt_len)
+
+
+def test_collator_pads_right_and_stacks_images(processor, image_root):
+    a = encode(processor, image_root, record(ANSWER, SECOND))
+    b = encode(processor, image_root, record(ANSWER, image=False))
+    batch = Collator(processor.tokenizer.pad_token_id)([a, b])
+    width = len(a["input_ids"])
+    assert batch["input_ids"].shape == (2, width) and batch["pixel_values"].shape == (1, 3, 28, 28)
+    pad = width - len(b["input_ids"])
+    assert (
+        bool((batch["labels"][1, -pad:] == IGNORE_INDEX).all()) and int(batch["attention_mask"][1].sum()) == width - pad
+    )
+
+
+def test_show_labels_marks_masked_tokens(processor, image_root):
+    s = encode(processor, image_root, record(DEFAULT_REPLY, rejection=True))
+    text = show_labels(s["input_ids"], s["labels"], processor.tokenizer, processor.image_token_id)
+    assert "<image>×4" in text and text.endswith("⟦</s> ⟧") and text.startswith("⟦")

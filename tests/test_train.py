@@ -1,0 +1,211 @@
+"""QLoRA fine-tuning on the CPU with a tiny LLaVA: loading, LoRA placement, end to end NF4, resume, reuse."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+from mllm_safety import train
+from mllm_safety.mixtures import MixConfig, official_mix_name
+from mllm_safety.modeling import add_lora, find_parts, load_model, lora_targets
+
+MIX = official_mix_name(MixConfig(sample_size1=20, sample_size2=50))
+
+
+def small_cfg(runs, data, model, **over) -> train.TrainConfig:
+    base = dict(preset="smoke", runs_root=str(runs), data_root=str(data), model_path=str(model), train_mixes=[MIX],
+                lora_r=8, lora_alpha=16, global_batch_size=8, micro_batch_size=4, max_steps=4, save_steps=2,
+                max_length=512)  # fmt: skip
+    return train.TrainConfig(**{**base, **over})
+
+
+def test_defaults_are_the_papers_recipe():
+    c = train.TrainConfig()
+    assert (c.lora_r, c.lora_alpha, c.lora_dropout) == (128, 256, 0.05)
+    assert (c.learning_rate, c.projector_lr, c.lr_scheduler, c.warmup_ratio, c.weight_decay) == (
+        2e-4,
+        2e-5,
+        "cosine",
+        0.03,
+        0.0,
+    )
+    assert (c.num_epochs, c.global_batch_size, c.max_length) == (3.0, 128, 2048)
+    assert c.train_projector and c.gradient_checkpointing and c.mask_eos_on_rejection
+    assert (c.prompt_format, c.quantization, c.model_path) == ("vicuna_v1", "nf4", "llava-hf/llava-1.5-7b-hf")
+
+
+def test_nf4_quantizes_the_language_model_only_and_lora_sits_there(tiny_model):
+    import bitsandbytes as bnb
+
+    model, _ = load_model(tiny_model, "nf4")
+    parts = find_parts(model)
+    assert (parts.decoder, parts.vision, parts.connectors) == (
+        "model.language_model",
+        "model.vision_tower",
+        ("model.multi_modal_projector",),
+    )
+    quantized = [n for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert quantized and all(n.startswith("model.language_model.") for n in quantized)
+    targets = lora_targets(model)
+    assert targets == sorted(quantized)
+    assert {t.rsplit(".", 1)[1] for t in targets} == {
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    }
+    peft_model = add_lora(model, 4, 8, 0.0, train_projector=False, gradient_checkpointing=False)
+    trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n and "language_model" in n for n in trainable)
+
+
+def test_projector_is_trained_fully_when_asked(tiny_model):
+    model, _ = load_model(tiny_model, "none")
+    peft_model = add_lora(model, 4, 8, 0.0, train_projector=True, gradient_checkpointing=True)
+    names = [n for n, p in peft_model.named_parameters() if p.requires_grad]
+    assert any("multi_modal_projector.modules_to_save" in n for n in names)
+    assert not any("vision_tower" in n or "lm_head" in n for n in names)
+
+
+class Generate(TrainerCallback):
+    """Greedy tokens of the trained model in memory, before anything is saved."""
+
+    def __init__(self, inputs):
+        self.inputs, self.tokens = inputs, None
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        model.eval()
+        with torch.no_grad():
+            self.tokens = model.generate(**self.inputs, max_new_tokens=8, do_sample=False).tolist()
+
+
+def prompt_inputs(processor, mini_data):
+    from PIL import Image
+
+    from mllm_safety.collate import FORMATS
+
+    image = Image.open(next((mini_data / "llava_med/images").glob("*.jpg"))).convert("RGB")
+    text = FORMATS["vicuna_v1"].prompt("<image>\nWhat modality is used for this chest image?")
+    return processor(text=[text], images=[image], return_tensors="pt")
+
+
+def test_nf4_end_to_end_train_save_reload_generate(tiny_model, mini_data, mini_runs, tmp_path):
+    from peft import PeftModel
+
+    cfg = small_cfg(mini_runs, mini_data, tiny_model, runs_root=str(tmp_path / "runs"))
+    (tmp_path / "runs/smoke").mkdir(parents=True)
+    (tmp_path / "runs/smoke/02_mix").symlink_to(mini_runs / "smoke/02_mix")
+    _, processor = load_model(tiny_model, "none")
+    hook = Generate(prompt_inputs(processor, mini_data))
+    metrics = train.train_mixture(cfg, MIX, callbacks=[hook])
+    assert metrics["steps"] == 4 and metrics["samples"] == 70 and metrics["trained_tokens"] > 0
+    assert metrics["quantization"] == "nf4" and metrics["device"] == "cpu" and metrics["final_loss"] > 0
+    adapter = tmp_path / "runs/smoke/03_finetune" / MIX / "adapter"
+    weights = load_file(adapter / "adapter_model.safetensors")
+    assert any("multi_modal_projector" in k for k in weights) and any("lora_A" in k for k in weights)
+    base, _ = load_model(tiny_model, "nf4")
+    reloaded = PeftModel.from_pretrained(base, str(adapter)).eval()
+    with torch.no_grad():
+        again = reloaded.generate(**hook.inputs, max_new_tokens=8, do_sample=False).tolist()
+    assert hook.tokens is not None and again == hook.tokens
+    assert (tmp_path / "runs/smoke/03_finetune" / MIX / "log_history.jsonl").is_file()
+
+
+class Kill(TrainerCallback):
+    """Raise after a given optimizer step, as if the job were killed."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt("killed by the test")
+
+
+def _link_mixes(runs_root, mini_runs):
+    (runs_root / "smoke").mkdir(parents=True)
+    (runs_root / "smoke/02_mix").symlink_to(mini_runs / "smoke/02_mix")
+
+
+def test_killed_run_resumes_to_the_same_adapter(tiny_model, mini_data, mini_runs, tmp_path):
+    results = {}
+    for name, kill in (("straight", None), ("killed", 3)):
+        runs = tmp_path / name
+        _link_mixes(runs, mini_runs)
+        cfg = small_cfg(runs, mini_data, tiny_model, max_steps=6, quantization="none", lora_dropout=0.05)
+        if kill:
+            with pytest.raises(KeyboardInterrupt):
+                train.train_mixture(cfg, MIX, callbacks=[Kill(kill)])
+            assert (runs / "smoke/03_finetune" / MIX / "checkpoints/checkpoint-2").is_dir()
+            assert not (runs / "smoke/03_finetune" / MIX / "adapter").exists()
+        metrics = train.train_mixture(cfg, MIX)
+        assert metrics["steps"] == 6 and metrics["resumed_from_step"] == (2 if kill else 0)
+        results[name] = load_file(runs / "smoke/03_finetune" / MIX / "adapter/adapter_model.safetensors")
+    assert results["straight"].keys() == results["killed"].keys()
+    for key, value in results["straight"].items():
+        torch.testing.assert_close(results["killed"][key], value, atol=1e-5, rtol=1e-4)
+
+
+def test_finished_run_is_reused_and_never_overwritten(tiny_model, mini_data, mini_runs, tmp_path):
+    runs = tmp_path / "runs"
+    _link_mixes(runs, mini_runs)
+    cfg = small_cfg(runs, mini_data, tiny_model, max_steps=2, quantization="none")
+    first = train.train_mixture(cfg, MIX)
+    adapter = runs / "smoke/03_finetune" / MIX / "adapter/adapter_model.safetensors"
+    stamp = adapter.stat().st_mtime_ns
+    assert train.train_mixture(cfg, MIX) == first and adapter.stat().st_mtime_ns == stamp
+    with pytest.raises(FileExistsError, match="different config"):
+        train.train_mixture(dataclasses.replace(cfg, learning_rate=1e-3), MIX)
+
+
+def test_skipped_and_truncated_samples_are_counted(tiny_model, mini_data, mini_runs):
+    from transformers import AutoProcessor
+
+    from mllm_safety.collate import Encoder
+    from mllm_safety.data import load_llava_json
+
+    processor = AutoProcessor.from_pretrained(tiny_model)
+    records = load_llava_json(mini_runs / "smoke/02_mix" / f"{MIX}.json")
+    data = train.MixtureDataset(records, Encoder(processor, "vicuna_v1", mini_data, 40, True))
+    assert data.counts["truncated"] > 0 and data.counts["skipped_fully_masked"] > 0
+    assert len(data) + sum(v for k, v in data.counts.items() if k.startswith("skipped_")) == len(records)
+
+
+def test_modality_sampler_batches_one_modality_and_is_seeded():
+    lengths, image = [5, 9, 3, 7, 2, 8, 6, 4], [True, False] * 4
+    sampler = train.ModalityLengthSampler(lengths, image, batch=2, seed=1)
+    order = list(sampler)
+    assert sorted(order) == list(range(8))
+    assert all(len({image[i] for i in order[k : k + 2]}) == 1 for k in range(0, 8, 2))
+    assert order == list(train.ModalityLengthSampler(lengths, image, batch=2, seed=1))
+    assert order != list(train.ModalityLengthSampler(lengths, image, batch=2, seed=2))
+
+
+def test_merge_gives_the_same_outputs_as_the_adapter(tiny_model, mini_data, mini_runs, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from mllm_safety.merge import merge
+
+    runs = tmp_path / "runs"
+    _link_mixes(runs, mini_runs)
+    train.train_mixture(small_cfg(runs, mini_data, tiny_model, max_steps=2, quantization="none"), MIX)
+    adapter = runs / "smoke/03_finetune" / MIX / "adapter"
+    merged_dir = merge(tiny_model, adapter, tmp_path / "merged", dtype=torch.float32)
+    inputs = prompt_inputs(AutoProcessor.from_pretrained(merged_dir), mini_data)
+    base = AutoModelForImageTextToText.from_pretrained(tiny_model, dtype=torch.float32)
+    with torch.no_grad():
+        untouched = base.eval()(**inputs).logits
+        expected = PeftModel.from_pretrained(base, str(adapter)).eval()(**inputs).logits
+        got = AutoModelForImageTextToText.from_pretrained(merged_dir).eval()(**inputs).logits
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    assert (got - untouched).abs().max() > 1e-3  # the adapter changed something
+    with pytest.raises(FileExistsError):
+        merge(tiny_model, adapter, merged_dir)
