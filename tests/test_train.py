@@ -209,3 +209,31 @@ def test_merge_gives_the_same_outputs_as_the_adapter(tiny_model, mini_data, mini
     assert (got - untouched).abs().max() > 1e-3  # the adapter changed something
     with pytest.raises(FileExistsError):
         merge(tiny_model, adapter, merged_dir)
+
+
+def test_llava_next_any_resolution_trains_with_nf4(tmp_path):
+    from PIL import Image
+
+    from mllm_safety.collate import VICUNA_SYSTEM, Collator, Encoder
+    from mllm_safety.tiny import build_tiny_llava
+
+    path = build_tiny_llava(tmp_path / "next", [VICUNA_SYSTEM, "USER: ASSISTANT: what is this? a cup."],
+                            architecture="llava_next")  # fmt: skip
+    Image.new("RGB", (60, 30), "red").save(tmp_path / "wide.png")
+    Image.new("RGB", (30, 30), "blue").save(tmp_path / "square.png")
+    model, processor = load_model(path, "nf4")
+    assert type(model).__name__ == "LlavaNextForConditionalGeneration"
+    conv = [{"from": "human", "value": "<image>\nwhat is this?"}, {"from": "gpt", "value": "a cup."}]
+    encoder = Encoder(processor, "vicuna_v1", tmp_path, 512, True)
+    samples = [
+        encoder.encode({"id": i, "image": f, "conversations": conv}) for i, f in enumerate(["wide.png", "square.png"])
+    ]
+    patches = [s["pixel_values"].shape[1] for s in samples]
+    assert patches[0] != patches[1]  # any-resolution: the two aspect ratios give different patch counts
+    batch = Collator(processor.tokenizer.pad_token_id)(samples)
+    assert batch["pixel_values"].shape[1] == max(patches) and batch["image_sizes"].shape == (2, 2)
+    peft_model = add_lora(model, 4, 8, 0.0, train_projector=True, gradient_checkpointing=True)
+    loss = peft_model(**batch).loss
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in peft_model.named_parameters() if "lora_B" in n)

@@ -16,10 +16,14 @@ from transformers import (
     LlamaConfig,
     LlavaConfig,
     LlavaForConditionalGeneration,
+    LlavaNextConfig,
+    LlavaNextForConditionalGeneration,
+    LlavaNextProcessor,
     LlavaProcessor,
     PreTrainedTokenizerFast,
 )
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 
 SPECIAL_TOKENS = ["<pad>", "<unk>", "<s>", "</s>", "<image>", "<|im_start|>", "<|im_end|>"]
 # A ChatML-like template: the end of an assistant turn is TWO tokens ("<|im_end|>" and "\n"), which is what the
@@ -67,20 +71,12 @@ def build_tiny_llava(
     hidden_size: int = 64,
     num_layers: int = 2,
     chat_template: str = CHATML_TEMPLATE,
+    architecture: str = "llava",
 ) -> Path:
-    """Build, randomly initialise (seeded) and save a tiny LlavaForConditionalGeneration with its processor."""
+    """Build, randomly initialise (seeded) and save a tiny LLaVA (or LLaVA-NeXT, any-resolution) with its processor."""
     tokenizer = build_tokenizer(texts)
-    image_processor = CLIPImageProcessorPil(
-        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
-    )
-    processor = LlavaProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        patch_size=14,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-        chat_template=chat_template,
-    )
+    crop = {"height": image_size, "width": image_size}
+    common = dict(patch_size=14, vision_feature_select_strategy="default", num_additional_image_tokens=1)
     vision = CLIPVisionConfig(
         hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
         image_size=image_size, patch_size=14, projection_dim=32,
@@ -91,15 +87,24 @@ def build_tiny_llava(
         tie_word_embeddings=False, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )  # fmt: skip
-    config = LlavaConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-        vision_feature_select_strategy="default",
-        vision_feature_layer=-2,
-    )
+    model_args = dict(vision_config=vision, text_config=text, image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+                      vision_feature_select_strategy="default", vision_feature_layer=-2)  # fmt: skip
     torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(config)
+    if architecture == "llava":
+        images = CLIPImageProcessorPil(size={"shortest_edge": image_size}, crop_size=crop)
+        processor = LlavaProcessor(image_processor=images, tokenizer=tokenizer, chat_template=chat_template, **common)
+        model = LlavaForConditionalGeneration(LlavaConfig(**model_args))
+    elif architecture == "llava_next":
+        pins = [[image_size, 2 * image_size], [2 * image_size, image_size], [2 * image_size, 2 * image_size]]
+        images = LlavaNextImageProcessorPil(
+            size={"shortest_edge": image_size}, crop_size=crop, image_grid_pinpoints=pins
+        )
+        processor = LlavaNextProcessor(
+            image_processor=images, tokenizer=tokenizer, chat_template=chat_template, **common
+        )
+        model = LlavaNextForConditionalGeneration(LlavaNextConfig(**model_args, image_grid_pinpoints=pins))
+    else:
+        raise ValueError(f"architecture must be 'llava' or 'llava_next', got {architecture!r}")
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     out = Path(out_dir)
     model.save_pretrained(out)
