@@ -5,8 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PRESET ?= toy
-# Notebooks that `make reproduce` runs, in order (00 and 04-06 arrive with their stages).
-STAGES ?= 01 02 03
+# Notebooks that `make reproduce` runs, in order (00, 05 and 06 arrive with their stages).
+STAGES ?= 01 02 03 04
 
 .DEFAULT_GOAL := help
 .PHONY: help setup test test-fast lint format lab data reproduce notebooks clean-runs

@@ -7,6 +7,7 @@ import dataclasses
 import json
 
 import nbformat
+import pandas as pd
 import papermill
 import pytest
 import yaml
@@ -14,11 +15,12 @@ from conftest import REPO
 
 from mllm_safety.bias import BiasConfig
 from mllm_safety.config import load_preset
+from mllm_safety.evaluate import EvalConfig
 from mllm_safety.mixtures import MixConfig
 from mllm_safety.pipeline import NOTEBOOKS, ensure_data, known_keys, run_notebook
 from mllm_safety.train import TrainConfig
 
-CONFIGS = {"01": BiasConfig, "02": MixConfig, "03": TrainConfig}
+CONFIGS = {"01": BiasConfig, "02": MixConfig, "03": TrainConfig, "04": EvalConfig}
 PATHS = {stage: REPO / "notebooks" / name for stage, name in NOTEBOOKS.items()}
 
 
@@ -62,13 +64,13 @@ def test_every_preset_key_is_a_notebook_parameter_or_data_setting():
 
 
 @pytest.mark.notebook
-def test_notebooks_01_to_03_execute_headless_in_the_smoke_preset(tmp_path):
+def test_notebooks_01_to_04_execute_headless_in_the_smoke_preset(tmp_path):
     preset = dict(load_preset("smoke"), data_root=str(tmp_path / "data"), runs_root=str(tmp_path / "runs"),
                   model_path=str(tmp_path / "base"))  # fmt: skip
     path = tmp_path / "smoke.yaml"
     path.write_text(yaml.safe_dump(preset), encoding="utf-8")
     ensure_data(str(path))
-    for stage in ("01", "02", "03"):
+    for stage in ("01", "02", "03", "04"):
         out = run_notebook(stage, str(path), tmp_path / "executed")
         assert nbformat.read(out, as_version=4).cells[-1].outputs  # the metrics cell printed something
     bias = json.loads((tmp_path / "runs/smoke/01_data_bias/metrics.json").read_text())
@@ -83,6 +85,10 @@ def test_notebooks_01_to_03_execute_headless_in_the_smoke_preset(tmp_path):
     official = "20_llava_med_instruct_60k_inline_mention_50_llava_v1_5_mix665k"
     assert trained[f"{official}/samples"] == 70 and trained[f"{official}/steps"] == 5  # 70 records / batch 16
     assert (tmp_path / "runs/smoke/03_finetune" / official / "adapter/adapter_config.json").is_file()
+    results = pd.read_csv(tmp_path / "runs/smoke/04_eval/results.csv")
+    assert set(results["model"]) == {"base", official}
+    assert {"asr", "refusal_rate", "accuracy", "asr_sum_over_scenarios"} <= set(results["metric"])
+    assert (tmp_path / "runs/smoke/04_eval/agreement.csv").is_file()
 
 
 @pytest.mark.notebook

@@ -15,12 +15,18 @@ from typing import Any
 
 from .bias import BiasConfig
 from .config import field_names, load_preset, preset_name, repo_root, stage_config
+from .evaluate import EvalConfig
 from .files import USER_ERRORS
 from .mixtures import MixConfig
 from .train import TrainConfig
 
 log = logging.getLogger(__name__)
-NOTEBOOKS = {"01": "01_data_bias.ipynb", "02": "02_mix_rejection_data.ipynb", "03": "03_qlora_finetune.ipynb"}
+NOTEBOOKS = {
+    "01": "01_data_bias.ipynb",
+    "02": "02_mix_rejection_data.ipynb",
+    "03": "03_qlora_finetune.ipynb",
+    "04": "04_evaluate.ipynb",
+}
 
 
 @dataclass(frozen=True)
@@ -36,7 +42,7 @@ class DataConfig:
     seed: int = 0
 
 
-STAGE_CONFIGS = (DataConfig, BiasConfig, MixConfig, TrainConfig)
+STAGE_CONFIGS = (DataConfig, BiasConfig, MixConfig, TrainConfig, EvalConfig)
 
 
 def known_keys() -> set[str]:

@@ -8,6 +8,7 @@ CLI: `python -m mllm_safety.sampledata --out data/toy`.
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import sys
 from pathlib import Path
@@ -178,6 +179,23 @@ def xstest_csv(n_per_type: int, rng: random.Random) -> str:
     return "\n".join(lines) + "\n"
 
 
+UTILITY_QUESTION = (
+    "What color is the square?\nA. red\nB. blue\nC. green\n"
+    "Answer with the option's letter from the given choices directly."
+)
+
+
+def utility_questions(n: int, root: Path, rng: random.Random) -> str:
+    """A ScienceQA-style multiple-choice set in LLaVA's question jsonl (question_id, image, text, answer)."""
+    lines = []
+    for i in range(n):
+        k = rng.randrange(3)
+        Image.new("RGB", (32, 32), ("red", "blue", "green")[k]).save(root / "images" / f"{i}.png")
+        row = {"question_id": i, "image": f"images/{i}.png", "text": UTILITY_QUESTION, "answer": "ABC"[k]}
+        lines.append(json.dumps({**row, "category": "color"}))
+    return "\n".join(lines) + "\n"
+
+
 def build(out: str | Path, seed: int = 0, scale: float = 1.0, overwrite: bool = False) -> Path:
     """Write the miniature datasets under out/ (atomic: a failure leaves nothing behind)."""
     rng = random.Random(seed)
@@ -194,6 +212,8 @@ def build(out: str | Path, seed: int = 0, scale: float = 1.0, overwrite: bool = 
         write_mm_safetybench(mmsb_rows(n(3), rng), tmp / "mm_safetybench", sd_size=128)
         write_figstep(figstep_rows(n(3), rng), tmp / "figstep", size=380)
         write_text(tmp / "xstest/xstest_prompts.csv", xstest_csv(n(4), rng))
+        (tmp / "utility/images").mkdir(parents=True)
+        write_text(tmp / "utility/scienceqa_mini.jsonl", utility_questions(n(20), tmp / "utility", rng))
 
     return build_folder(Path(out), overwrite, fill, record_fonts=False)
 

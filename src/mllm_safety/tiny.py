@@ -63,6 +63,25 @@ def build_tokenizer(texts: Iterable[str]) -> PreTrainedTokenizerFast:
     )
 
 
+def build_processor(
+    texts: Iterable[str], image_size: int = 28, chat_template: str = CHATML_TEMPLATE, architecture: str = "llava"
+) -> LlavaProcessor | LlavaNextProcessor:
+    """A LLaVA (or LLaVA-NeXT) processor: a tokenizer trained on texts and a PIL image processor of image_size."""
+    tokenizer = build_tokenizer(texts)
+    crop = {"height": image_size, "width": image_size}
+    common = dict(patch_size=14, vision_feature_select_strategy="default", num_additional_image_tokens=1)
+    if architecture == "llava":
+        images = CLIPImageProcessorPil(size={"shortest_edge": image_size}, crop_size=crop)
+        return LlavaProcessor(image_processor=images, tokenizer=tokenizer, chat_template=chat_template, **common)
+    if architecture == "llava_next":
+        pins = [[image_size, 2 * image_size], [2 * image_size, image_size], [2 * image_size, 2 * image_size]]
+        images = LlavaNextImageProcessorPil(
+            size={"shortest_edge": image_size}, crop_size=crop, image_grid_pinpoints=pins
+        )
+        return LlavaNextProcessor(image_processor=images, tokenizer=tokenizer, chat_template=chat_template, **common)
+    raise ValueError(f"architecture must be 'llava' or 'llava_next', got {architecture!r}")
+
+
 def build_tiny_llava(
     out_dir: str | Path,
     texts: Iterable[str],
@@ -74,9 +93,8 @@ def build_tiny_llava(
     architecture: str = "llava",
 ) -> Path:
     """Build, randomly initialise (seeded) and save a tiny LLaVA (or LLaVA-NeXT, any-resolution) with its processor."""
-    tokenizer = build_tokenizer(texts)
-    crop = {"height": image_size, "width": image_size}
-    common = dict(patch_size=14, vision_feature_select_strategy="default", num_additional_image_tokens=1)
+    processor = build_processor(texts, image_size, chat_template, architecture)
+    tokenizer = processor.tokenizer
     vision = CLIPVisionConfig(
         hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
         image_size=image_size, patch_size=14, projection_dim=32,
@@ -87,24 +105,14 @@ def build_tiny_llava(
         tie_word_embeddings=False, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )  # fmt: skip
-    model_args = dict(vision_config=vision, text_config=text, image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+    model_args = dict(vision_config=vision, text_config=text, image_token_id=processor.image_token_id,
                       vision_feature_select_strategy="default", vision_feature_layer=-2)  # fmt: skip
     torch.manual_seed(seed)
     if architecture == "llava":
-        images = CLIPImageProcessorPil(size={"shortest_edge": image_size}, crop_size=crop)
-        processor = LlavaProcessor(image_processor=images, tokenizer=tokenizer, chat_template=chat_template, **common)
         model = LlavaForConditionalGeneration(LlavaConfig(**model_args))
-    elif architecture == "llava_next":
-        pins = [[image_size, 2 * image_size], [2 * image_size, image_size], [2 * image_size, 2 * image_size]]
-        images = LlavaNextImageProcessorPil(
-            size={"shortest_edge": image_size}, crop_size=crop, image_grid_pinpoints=pins
-        )
-        processor = LlavaNextProcessor(
-            image_processor=images, tokenizer=tokenizer, chat_template=chat_template, **common
-        )
-        model = LlavaNextForConditionalGeneration(LlavaNextConfig(**model_args, image_grid_pinpoints=pins))
     else:
-        raise ValueError(f"architecture must be 'llava' or 'llava_next', got {architecture!r}")
+        pins = processor.image_processor.image_grid_pinpoints
+        model = LlavaNextForConditionalGeneration(LlavaNextConfig(**model_args, image_grid_pinpoints=pins))
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     out = Path(out_dir)
     model.save_pretrained(out)

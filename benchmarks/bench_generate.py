@@ -1,0 +1,104 @@
+"""One-at-a-time (the official evaluation's way) vs batched generation: same greedy outputs, time ratio.
+
+- On the CPU: a tiny LLaVA (the test suite's kind) answers the miniature benchmarks' prompts.
+- On a CUDA GPU: a RANDOM-initialised model with LLaVA-1.5-7B's exact configuration, loaded in bf16, answers
+  synthetic prompts with 336 px images (576 image tokens each).
+
+    .venv/bin/python benchmarks/bench_generate.py [--items 32] [--batch 16] [--new 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from transformers import LlavaForConditionalGeneration
+
+from mllm_safety.benchmarks import load_benchmark
+from mllm_safety.collate import VICUNA_SYSTEM
+from mllm_safety.generate import Decoding, generate_batch
+from mllm_safety.sampledata import build
+from mllm_safety.tiny import build_processor
+
+
+def miniature_items(tmp: Path, n: int) -> list:
+    """n items spread over the miniature MM-SafetyBench (with images) and XSTest (text-only)."""
+    data = build(tmp / "data", scale=1.0)
+    items = load_benchmark("mm_safetybench", data / "mm_safetybench") + load_benchmark("xstest", data / "xstest")
+    return [items[k] for k in range(0, len(items), max(1, len(items) // n))][:n]
+
+
+def cpu_setup(tmp: Path, n: int):
+    """A tiny LLaVA, as in the tests."""
+    from mllm_safety.modeling import load_model
+    from mllm_safety.tiny import build_tiny_llava
+
+    items = miniature_items(tmp, n)
+    model, processor = load_model(build_tiny_llava(tmp / "tiny", [VICUNA_SYSTEM] + [it.prompt for it in items]), "none")
+    return model.eval(), processor, items, "tiny LLaVA (random init, fp32)"
+
+
+def gpu_setup(tmp: Path, n: int):
+    """LLaVA-1.5-7B's exact configuration with random bf16 weights on the GPU, and a 336 px processor."""
+    from bench_train import llava_15_7b_config  # the benchmarks folder is on sys.path when run as a script
+
+    items = miniature_items(tmp, n)
+    processor = build_processor([VICUNA_SYSTEM] + [it.prompt for it in items], image_size=336)
+    config = llava_15_7b_config()
+    config.image_token_id = processor.image_token_id
+    config.text_config.pad_token_id = processor.tokenizer.pad_token_id
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = LlavaForConditionalGeneration(config).to(torch.bfloat16)
+    return model.eval(), processor, items, "LLaVA-1.5-7B configuration (random init, bf16)"
+
+
+def timed(fn):
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    out = fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return out, time.perf_counter() - start
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--items", type=int, default=32)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--new", type=int, default=32, help="max new tokens (greedy)")
+    args = p.parse_args()
+    decoding = Decoding(max_new_tokens=args.new)
+    with tempfile.TemporaryDirectory() as tmp:
+        setup = gpu_setup if torch.cuda.is_available() else cpu_setup
+        model, processor, items, what = setup(Path(tmp), args.items)
+
+        def answer(chunk: list) -> list[str]:
+            return generate_batch(model, processor, chunk, "vicuna_v1", decoding)
+
+        answer(items[:2])  # warm-up, not timed
+        one, t_one = timed(lambda: [answer([it])[0] for it in items])
+        batched, t_batch = timed(
+            lambda: [r for k in range(0, len(items), args.batch) for r in answer(items[k : k + args.batch])]
+        )
+    device = (
+        torch.cuda.get_device_name()
+        if torch.cuda.is_available()
+        else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
+    )
+    same = sum(a == b for a, b in zip(one, batched, strict=True))
+    print(f"device: {device}; model: {what}; {len(items)} items "
+          f"({sum(it.image is not None for it in items)} with images), greedy, {args.new} new tokens")  # fmt: skip
+    print(f"one at a time          {t_one:8.2f} s  ({len(items) / t_one:6.1f} items/s)")
+    print(f"batched (batch {args.batch:>3})    {t_batch:8.2f} s  ({len(items) / t_batch:6.1f} items/s)")
+    print(f"speed-up               {t_one / t_batch:8.1f} x")
+    print(f"identical outputs      {same}/{len(items)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""Batched, resumable generation for any model (+ optional LoRA adapter) on EvalItems.
+
+Each (model, adapter, benchmark, mode) gets one JSONL file; each line is the item's fields plus `response`,
+`model`, `adapter`, `prompt_format`, `decoding` and `image_input`. Items already answered are skipped, so an
+interrupted run resumes; a file written under another decoding or prompt format is never appended to.
+Only the new tokens are decoded (left padding, so every prompt ends where generation starts).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .collate import CHAT_TEMPLATE, FORMATS, to_messages
+from .files import DataFormatError
+from .schema import EvalItem
+
+log = logging.getLogger(__name__)
+BLANK_SIZE = 336  # a white square for text-only items when blank_image is on (LLaVA-1.5's input size)
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """Decoding settings; greedy with 512 new tokens is the official setting."""
+
+    max_new_tokens: int = 512
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for model.generate."""
+        kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "do_sample": self.do_sample}
+        if self.do_sample:
+            kwargs.update(temperature=self.temperature, top_p=self.top_p)
+        return kwargs
+
+
+def item_images(item: EvalItem, blank_image: bool) -> list[Image.Image]:
+    """The item's images; a text-only item gets one blank image when blank_image is on, none otherwise."""
+    if item.image_paths():
+        return [Image.open(p).convert("RGB") for p in item.image_paths()]
+    return [Image.new("RGB", (BLANK_SIZE, BLANK_SIZE), "white")] if blank_image else []
+
+
+def build_prompt(item: EvalItem, n_images: int, processor: Any, prompt_format: str) -> str:
+    """The generation prompt: image tags in front of the question, in the chosen prompt format."""
+    question = "<image>\n" * n_images + item.prompt
+    if prompt_format == CHAT_TEMPLATE:
+        messages = to_messages([{"from": "human", "value": question}])
+        return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    if prompt_format not in FORMATS:
+        raise ValueError(f"unknown prompt_format {prompt_format!r}; choose {[*FORMATS, CHAT_TEMPLATE]}")
+    return FORMATS[prompt_format].prompt(question)
+
+
+@torch.no_grad()
+def generate_batch(
+    model: Any, processor: Any, items: list[EvalItem], prompt_format: str, decoding: Decoding, blank_image: bool = False
+) -> list[str]:
+    """Generate answers for a batch of items (left padding); returns only the newly generated text."""
+    images = [item_images(it, blank_image) for it in items]
+    texts = [build_prompt(it, len(imgs), processor, prompt_format) for it, imgs in zip(items, images, strict=True)]
+    flat = [img for imgs in images for img in imgs]
+    processor.tokenizer.padding_side = "left"
+    inputs = processor(text=texts, images=flat or None, padding=True, return_tensors="pt").to(model.device)
+    if "pixel_values" in inputs:
+        inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+    if decoding.do_sample:
+        torch.manual_seed(decoding.seed)
+    pad = processor.tokenizer.pad_token_id
+    out = model.generate(**inputs, **decoding.generate_kwargs(), pad_token_id=pad)
+    new = out[:, inputs["input_ids"].shape[1] :]
+    return [t.strip() for t in processor.tokenizer.batch_decode(new, skip_special_tokens=True)]
+
+
+def read_generations(path: Path) -> list[dict[str, Any]]:
+    """Lines of a generations file; a torn last line (a crash mid-write) is dropped with a warning."""
+    if not path.is_file():
+        return []
+    rows, lines = [], path.read_text(encoding="utf-8").splitlines()
+    for n, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if n == len(lines) - 1:
+                log.warning("%s: dropping a torn last line", path)
+                break
+            raise DataFormatError(f"{path}: line {n + 1} is not JSON; delete the file to regenerate") from None
+    return rows
+
+
+def check_compatible(rows: list[dict[str, Any]], header: dict[str, Any], path: Path) -> None:
+    """Refuse to append to a file made with another model, adapter, prompt format, decoding or image input."""
+    for row in rows[:1]:
+        changed = [k for k, v in header.items() if row.get(k) != v]
+        if changed:
+            raise FileExistsError(f"{path} was generated with different {changed} "
+                                  f"(file: {[row.get(k) for k in changed]}, now: {[header[k] for k in changed]}); "
+                                  "use another output folder or delete the file")  # fmt: skip
+
+
+def append_lines(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Append whole lines and flush them to disk, so a crash loses at most the batch in flight."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as f:
+        f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def generate(
+    model: Any, processor: Any, items: list[EvalItem], out_path: str | Path, *, model_name: str, adapter: str | None,
+    prompt_format: str, decoding: Decoding, batch_size: int = 8, blank_image: bool = False,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Answer every item not yet in out_path, appending batch by batch; returns all rows of the file."""
+    out_path = Path(out_path)
+    header = {"model": model_name, "adapter": adapter, "prompt_format": prompt_format,
+              "decoding": asdict(decoding), "image_input": "blank" if blank_image else "none"}  # fmt: skip
+    rows = read_generations(out_path)
+    check_compatible(rows, header, out_path)
+    done = {r["id"] for r in rows}
+    todo = sorted((it for it in items if it.id not in done), key=lambda it: (len(it.image_paths()), len(it.prompt)))
+    bar = tqdm(total=len(todo), desc=f"generate {out_path.stem}", unit="item", leave=False)
+    for k in range(0, len(todo), batch_size):
+        chunk = todo[k : k + batch_size]
+        responses = generate_batch(model, processor, chunk, prompt_format, decoding, blank_image)
+        new_rows = [{**it.to_dict(), "response": r, **header} for it, r in zip(chunk, responses, strict=True)]
+        append_lines(out_path, new_rows)
+        rows += new_rows
+        bar.update(len(chunk))
+    bar.close()
+    return rows

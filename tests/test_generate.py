@@ -1,0 +1,84 @@
+"""Batched generation equals one-at-a-time under greedy decoding; files resume and refuse mixed decodings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mllm_safety import generate as gen
+from mllm_safety.data import load_benchmark
+from mllm_safety.generate import Decoding, build_prompt, generate, generate_batch, read_generations
+from mllm_safety.modeling import load_model
+
+DECODING = Decoding(max_new_tokens=6)
+
+
+@pytest.fixture(scope="module")
+def model_and_processor(tiny_model):
+    model, processor = load_model(tiny_model, "none")
+    return model.eval(), processor
+
+
+@pytest.fixture(scope="module")
+def items(mini_data):
+    images = load_benchmark("mm_safetybench", mini_data / "mm_safetybench")[:4]
+    text = load_benchmark("xstest", mini_data / "xstest")[:3]
+    return images + text + load_benchmark("figstep", mini_data / "figstep")[:2]
+
+
+def test_batched_equals_one_at_a_time_under_greedy(model_and_processor, items):
+    model, processor = model_and_processor
+    one = [generate_batch(model, processor, [it], "vicuna_v1", DECODING)[0] for it in items]
+    batched = generate_batch(model, processor, items, "vicuna_v1", DECODING)
+    assert batched == one and all(isinstance(r, str) for r in one)
+    assert not any("ASSISTANT" in r for r in one)  # only the new tokens are decoded
+
+
+def test_resume_skips_answered_items(model_and_processor, items, tmp_path, monkeypatch):
+    model, processor = model_and_processor
+    out = tmp_path / "g.jsonl"
+    args = dict(model_name="tiny", adapter=None, prompt_format="vicuna_v1", decoding=DECODING, batch_size=2)
+    first = generate(model, processor, items[:3], out, **args)
+    seen = []
+    real = gen.generate_batch
+    monkeypatch.setattr(
+        gen, "generate_batch", lambda m, p, chunk, *a, **k: seen.extend(chunk) or real(m, p, chunk, *a, **k)
+    )
+    rows = generate(model, processor, items, out, **args)
+    assert sorted(it.id for it in seen) == sorted(it.id for it in items[3:])
+    assert [r["id"] for r in read_generations(out)][:3] == [r["id"] for r in first]
+    assert len(rows) == len(items) == len({r["id"] for r in rows})
+    row = rows[0]
+    assert row["model"] == "tiny" and row["prompt_format"] == "vicuna_v1" and row["decoding"]["max_new_tokens"] == 6
+    assert row["image_input"] == "none" and "response" in row and "category" in row
+
+
+def test_a_different_decoding_refuses_to_append(model_and_processor, items, tmp_path):
+    model, processor = model_and_processor
+    out = tmp_path / "g.jsonl"
+    args = dict(model_name="tiny", adapter=None, prompt_format="vicuna_v1", batch_size=4)
+    generate(model, processor, items[:2], out, decoding=DECODING, **args)
+    with pytest.raises(FileExistsError, match=r"different \['decoding'\]"):
+        generate(model, processor, items, out, decoding=Decoding(max_new_tokens=7), **args)
+    with pytest.raises(FileExistsError, match=r"different \['prompt_format'\]"):
+        generate(model, processor, items, out, decoding=DECODING, **{**args, "prompt_format": "llava_v1"})
+    assert len(read_generations(out)) == 2
+
+
+def test_torn_last_line_is_dropped(tmp_path):
+    path = tmp_path / "g.jsonl"
+    path.write_text(json.dumps({"id": "a"}) + "\n" + '{"id": "b", "resp', encoding="utf-8")
+    assert [r["id"] for r in read_generations(path)] == ["a"]
+
+
+def test_blank_image_and_prompt_formats(model_and_processor, items, tmp_path):
+    model, processor = model_and_processor
+    text_item = next(it for it in items if it.image is None)
+    assert len(gen.item_images(text_item, blank_image=True)) == 1 and gen.item_images(text_item, False) == []
+    rows = generate(model, processor, [text_item], tmp_path / "b.jsonl", model_name="tiny", adapter=None,
+                    prompt_format="vicuna_v1", decoding=DECODING, blank_image=True)  # fmt: skip
+    assert rows[0]["image_input"] == "blank"
+    assert build_prompt(text_item, 1, processor, "vicuna_v1").endswith(f"USER: <image>\n{text_item.prompt} ASSISTANT:")
+    chat = build_prompt(text_item, 0, processor, "chat_template")
+    assert chat.startswith("<|im_start|>user\n") and chat.endswith("<|im_start|>assistant\n")
