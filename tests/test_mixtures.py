@@ -8,14 +8,12 @@ from conftest import rec
 from mllm_safety.data import load_llava_json, load_vlguard, pair_kind, vlguard_to_llava
 from mllm_safety.files import DataFormatError
 from mllm_safety.mix import DEFAULT_REPLY, rejection_share
-from mllm_safety.mixtures import (
+from mllm_safety.mixtures import curated_baseline, mix_by_fraction, split_counts
+from mllm_safety.vlguard import (
     VLGUARD_VARIANTS,
-    curated_baseline,
     drop_safe_safe,
-    mix_by_fraction,
     plain_refusals,
     replace_harmful_images,
-    split_counts,
     split_single_turn,
     vlguard_variant,
 )
