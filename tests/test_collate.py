@@ -179,3 +179,31 @@ def test_show_labels_marks_masked_tokens(processor, image_root):
     s = encode(processor, image_root, record(DEFAULT_REPLY, rejection=True))
     text = show_labels(s["input_ids"], s["labels"], processor.tokenizer, processor.image_token_id)
     assert "<image>×4" in text and text.endswith("⟦</s> ⟧") and text.startswith("⟦")
+
+
+def test_sentencepiece_style_tokenizer_keeps_the_rule(tmp_path, image_root):
+    """A Llama-like BPE with the ▁ metaspace (the real LLaVA-1.5 tokenizer's kind), built locally."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import LlavaProcessor, PreTrainedTokenizerFast
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    from mllm_safety.collate import VICUNA_SYSTEM
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
+    texts = [VICUNA_SYSTEM, DEFAULT_REPLY, f"USER: What color is the cup? ASSISTANT: {ANSWER} {SECOND}"] * 20
+    tok.train_from_iterator(
+        texts, trainer=trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>", "<image>", "<pad>"])
+    )
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))]
+    )
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   pad_token="<pad>", extra_special_tokens={"image_token": "<image>"})  # fmt: skip
+    images = CLIPImageProcessorPil(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
+    proc = LlavaProcessor(image_processor=images, tokenizer=fast, patch_size=14,
+                          vision_feature_select_strategy="default", num_additional_image_tokens=1)  # fmt: skip
+    s = encode(proc, image_root, record(DEFAULT_REPLY, SECOND, rejection=True, turn_flags=(0,)))
+    assert fast.decode(s["input_ids"][s["labels"] != IGNORE_INDEX]) == f"{DEFAULT_REPLY} {SECOND}</s>"
+    assert int((s["input_ids"] == proc.image_token_id).sum()) == 4
