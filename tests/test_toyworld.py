@@ -1,0 +1,65 @@
+"""The organism's world: disjoint splits, held-out templates, real formats read back by the real loaders."""
+
+from __future__ import annotations
+
+import pytest
+from test_stages import tree_digest
+
+from mllm_safety.benchmarks import FIGSTEP_PROMPT
+from mllm_safety.data import load_benchmark, load_llava_json, load_vlguard
+from mllm_safety.judges import paper_strmatch
+from mllm_safety.toyworld import BENIGN, HARMFUL, MEDICAL, MMSB_SD_Q, MMSB_TYPO_Q, TEXT_TEST, build_world, make_world
+
+
+@pytest.fixture(scope="module")
+def world_dir(tmp_path_factory):
+    return build_world(tmp_path_factory.mktemp("world") / "w", seed=0)
+
+
+def test_splits_are_disjoint_and_complete():
+    w = make_world(0)
+    assert not set(w.benign_train) & set(w.benign_test) and set(w.benign_train) | set(w.benign_test) == set(BENIGN)
+    assert not set(w.harmful_train) & set(w.harmful_test) and set(w.harmful_train) | set(w.harmful_test) == set(HARMFUL)
+    assert not set(BENIGN) & set(HARMFUL) and not set(MEDICAL) & (set(BENIGN) | set(HARMFUL))
+    assert not set(w.image_prompts_train) & set(w.image_prompts_test) and len(w.image_prompts_test) == 5
+    assert make_world(1).harmful_test != w.harmful_test and make_world(0) == w
+
+
+def test_every_file_loads_through_the_real_loaders(world_dir):
+    assert load_llava_json(world_dir / "llava/llava_v1_5_mix665k.json", image_root=world_dir / "llava")
+    assert load_llava_json(
+        world_dir / "llava_med/llava_med_instruct_60k_inline_mention.json", image_root=world_dir / "llava_med/images"
+    )
+    assert load_vlguard(world_dir / "vlguard/train.json", image_root=world_dir / "vlguard/train")
+    for mode in ("sd_typo", "typo", "sd", "text"):
+        assert len(load_benchmark("mm_safetybench", world_dir / "mm_safetybench", mode=mode)) == 26
+    assert len(load_benchmark("figstep", world_dir / "figstep")) == 6
+    for subset in ("unsafes", "safe_unsafes", "safe_safes"):
+        assert load_benchmark("vlguard_test", world_dir / "vlguard", subset=subset)
+    xs = load_benchmark("xstest", world_dir / "xstest")
+    assert sum(not it.harmful for it in xs) == 18 and sum(it.harmful for it in xs) == 6
+    util = load_benchmark("llava_eval_json", world_dir / "utility/scienceqa_mini.jsonl")
+    assert len(util) == 12 and all(it.meta["answer"] in "ABC" for it in util)
+
+
+def test_held_out_topics_and_templates_never_train(world_dir):
+    w = make_world(0)
+    mix = load_llava_json(world_dir / "llava/llava_v1_5_mix665k.json")
+    instructions = [r for r in mix if r["id"].startswith("inst_")]
+    assert instructions and all(r["topic"] in w.benign_train for r in instructions)
+    assert all(paper_strmatch(r["conversations"][1]["value"]) == "full_compliance" for r in instructions)
+    training = mix + load_llava_json(world_dir / "llava_med/llava_med_instruct_60k_inline_mention.json")
+    questions = {
+        t["value"].replace("<image>\n", "") for r in training for t in r["conversations"] if t["from"] == "human"
+    }
+    attacks = {MMSB_TYPO_Q, MMSB_SD_Q, FIGSTEP_PROMPT, *w.image_prompts_test}
+    assert not attacks & questions
+    assert not any(q.format(t=t) in questions for q in TEXT_TEST for t in HARMFUL)
+    curated = load_vlguard(world_dir / "vlguard/train.json")
+    assert not any(t in str(r) for r in curated for t in w.harmful_test)
+    med = load_llava_json(world_dir / "llava_med/llava_med_instruct_60k_inline_mention.json")
+    assert {r["topic"] for r in med} == set(MEDICAL)
+
+
+def test_world_is_deterministic(world_dir, tmp_path):
+    assert tree_digest(build_world(tmp_path / "again", seed=0)) == tree_digest(world_dir)
