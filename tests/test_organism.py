@@ -1,0 +1,52 @@
+"""A smoke-size model organism builds, is measured stage by stage, saves and loads through the shared code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mllm_safety.modeling import find_parts, load_model
+from mllm_safety.organism import OrganismConfig, run, write_metrics
+
+SMOKE = dict(lm_hidden=32, vit_hidden=32, text_epochs=1, vision_steps=3, caption_epochs=1, instruct_epochs=1)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("organism")
+    cfg = OrganismConfig(preset="smoke", runs_root=str(root / "runs"), data_root=str(root / "data"),
+                         model_path=str(root / "base"), **SMOKE)  # fmt: skip
+    return cfg, run(cfg)
+
+
+def test_every_stage_is_measured(built):
+    cfg, result = built
+    assert set(result["stages"]) == {"stage1", "stage3", "stage4"}
+    keys = {
+        "text_harmful/refusal",
+        "text_harmful/asr",
+        "image_harmful/asr",
+        "image_attack_prompt/asr",
+        "image_benign/help",
+    }
+    for metrics in result["stages"].values():
+        assert keys <= set(metrics) and all(0.0 <= v <= 1.0 for v in metrics.values())
+    flat = write_metrics(cfg, result)
+    assert flat["judge"] == "paper_strmatch" and "stage4/image_harmful/asr" in flat
+
+
+def test_base_loads_through_the_shared_modeling_code(built):
+    cfg, _ = built
+    model, processor = load_model(cfg.model_path, "nf4")
+    assert type(model).__name__ == "LlavaForConditionalGeneration"
+    assert find_parts(model).vision == "model.vision_tower" and type(model.model.vision_tower).__name__ == "ViTModel"
+    assert processor.image_processor.size == {"height": 32, "width": 128}
+    assert json.loads((Path(cfg.model_path) / "metrics.json").read_text())["config"]["preset"] == "smoke"
+
+
+def test_a_finished_build_is_reused(built):
+    cfg, result = built
+    stamp = (cfg.stage_dir / "losses.json").stat().st_mtime_ns
+    assert run(cfg) == result and (cfg.stage_dir / "losses.json").stat().st_mtime_ns == stamp
