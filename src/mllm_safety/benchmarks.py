@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .files import DataFormatError, read_json, record_error
+from .files import DataFormatError, drop_or_fail, read_json, record_error
 from .schema import EvalItem
 
 log = logging.getLogger(__name__)
@@ -67,16 +67,10 @@ def read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
 
 def filter_missing_images(items: list[EvalItem], source: Path, missing: str) -> list[EvalItem]:
     """Fail (default) or skip items whose image files do not exist, reporting how many and the first few."""
-    bad = [it for it in items if any(not Path(p).is_file() for p in it.image_paths())]
-    if not bad:
-        return items
-    first = ", ".join(f"{it.id} -> {it.image_paths()[0]}" for it in bad[:5])
+    bad = [i for i, it in enumerate(items) if any(not Path(p).is_file() for p in it.image_paths())]
+    first = ", ".join(f"{items[i].id} -> {items[i].image_paths()[0]}" for i in bad[:5])
     msg = f"{source}: {len(bad)} of {len(items)} item(s) have missing image files; first: {first}"
-    if missing == "fail":
-        raise DataFormatError(msg + ". Fix: check the images folder, or pass missing_images='skip'")
-    log.warning("%s; skipping them", msg)
-    bad_ids = {it.id for it in bad}
-    return [it for it in items if it.id not in bad_ids]
+    return drop_or_fail(items, bad, msg, "check the images folder, or pass missing_images='skip'", missing)
 
 
 def load_mm_safetybench(

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .benchmarks import load_benchmark  # noqa: F401  (public API: mllm_safety.data.load_benchmark)
-from .files import DataFormatError, read_json, record_error
+from .files import DataFormatError, drop_or_fail, read_json, record_error
 
 log = logging.getLogger(__name__)
 
@@ -81,15 +81,9 @@ def check_images(
     """Check that every referenced image exists under image_root; fail, or skip the records that lack one."""
     root = Path(image_root)
     bad = [i for i, r in enumerate(records) if any(not (root / p).is_file() for p in record_images(r))]
-    if not bad:
-        return records
     first = ", ".join(f"record {i} (id={records[i]['id']!r})" for i in bad[:5])
     msg = f"{path}: {len(bad)} record(s) reference images missing under {root}; first: {first}"
-    if missing == "fail":
-        raise DataFormatError(msg + ". Fix: correct image_root, or pass missing_images='skip'")
-    log.warning("%s; skipping them", msg)
-    drop = set(bad)
-    return [r for i, r in enumerate(records) if i not in drop]
+    return drop_or_fail(records, bad, msg, "correct image_root, or pass missing_images='skip'", missing)
 
 
 def validate_llava(

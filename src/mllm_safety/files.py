@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -27,6 +28,17 @@ def run_cli(action: Callable[[], object]) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def drop_or_fail(rows: list, bad: list[int], message: str, fix: str, policy: str = "fail") -> list:
+    """Raise `message` (with its fix) when bad rows exist and policy is 'fail'; otherwise drop them with a warning."""
+    if not bad:
+        return rows
+    if policy == "fail":
+        raise DataFormatError(f"{message}. Fix: {fix}")
+    logging.getLogger(__name__).warning("%s; skipping them", message)
+    drop = set(bad)
+    return [r for i, r in enumerate(rows) if i not in drop]
 
 
 def record_error(path: str | Path, index: int | None, rec_id: Any, problem: str, fix: str = "") -> DataFormatError:
