@@ -17,10 +17,11 @@ from mllm_safety.bias import BiasConfig
 from mllm_safety.config import load_preset
 from mllm_safety.evaluate import EvalConfig
 from mllm_safety.mixtures import MixConfig
+from mllm_safety.organism import OrganismConfig
 from mllm_safety.pipeline import NOTEBOOKS, ensure_data, known_keys, run_notebook
 from mllm_safety.train import TrainConfig
 
-CONFIGS = {"01": BiasConfig, "02": MixConfig, "03": TrainConfig, "04": EvalConfig}
+CONFIGS = {"00": OrganismConfig, "01": BiasConfig, "02": MixConfig, "03": TrainConfig, "04": EvalConfig}
 PATHS = {stage: REPO / "notebooks" / name for stage, name in NOTEBOOKS.items()}
 
 
@@ -57,7 +58,7 @@ def test_committed_stripped_and_thin(stage):
 
 def test_every_preset_key_is_a_notebook_parameter_or_data_setting():
     declared = set().union(*(papermill.inspect_notebook(str(p)) for p in PATHS.values()))
-    data_keys = {"sample_data", "sample_data_scale", "placeholder_model"}
+    data_keys = {"sample_data", "sample_data_scale", "placeholder_model", "world"}
     for preset in ("toy", "smoke", "llava-1.5-7b", "llava-1.5-7b-4gpu"):
         assert set(load_preset(preset)) <= declared | data_keys
     assert declared | data_keys == known_keys() | {"preset"}
@@ -98,3 +99,18 @@ def test_a_failing_notebook_names_itself_and_the_cell(tmp_path):
     path.write_text(yaml.safe_dump(preset), encoding="utf-8")
     with pytest.raises(RuntimeError, match=r"01_data_bias.ipynb failed at cell \d+ .*DataFormatError"):
         run_notebook("01", str(path), tmp_path / "executed")
+
+
+@pytest.mark.notebook
+def test_notebook_00_builds_a_smoke_size_organism(tmp_path):
+    preset = {"data_root": str(tmp_path / "world"), "runs_root": str(tmp_path / "runs"), "world": True,
+              "model_path": str(tmp_path / "base"), "lm_hidden": 32, "vit_hidden": 32, "text_epochs": 1,
+              "vision_steps": 3, "caption_epochs": 1, "instruct_epochs": 1}  # fmt: skip
+    path = tmp_path / "organism-smoke.yaml"
+    path.write_text(yaml.safe_dump(preset), encoding="utf-8")
+    ensure_data(str(path))
+    out = run_notebook("00", str(path), tmp_path / "executed")
+    assert nbformat.read(out, as_version=4).cells[-1].outputs
+    metrics = json.loads((tmp_path / "runs/organism-smoke/organism/metrics.json").read_text())
+    assert {"stage1/text_harmful/refusal", "stage4/image_harmful/asr", "stage4/image_benign/help"} <= set(metrics)
+    assert (tmp_path / "base/config.json").is_file()

@@ -54,7 +54,7 @@ class OrganismConfig:
     vit_hidden: int = 128  # vision tower width
     text_epochs: int = 30  # stage 1
     vision_steps: int = 2500  # stage 2
-    caption_epochs: int = 60  # stage 3
+    caption_epochs: int = 20  # stage 3
     instruct_epochs: int = 10  # stage 4
     organism_lr: float = 1e-3
     connector_lr: float = 3e-3  # stage 3 trains the connector alone
@@ -170,7 +170,7 @@ def train_vision(model: Any, processor: Any, cfg: OrganismConfig) -> list[float]
     return losses
 
 
-def caption_records(root: Path, cfg: OrganismConfig, per_word: int = 3) -> list[dict]:
+def caption_records(root: Path, cfg: OrganismConfig, per_word: int = 9) -> list[dict]:
     """Stage-3 data: fresh renders of every word (plain, composite, picture) captioned with the word."""
     rng, rows = random.Random(cfg.seed + 3), []
     root.mkdir(parents=True, exist_ok=True)
@@ -272,6 +272,45 @@ def run(cfg: OrganismConfig) -> dict[str, Any]:
     write_json(cfg.stage_dir / "losses.json", losses)
     write_json(done, result)
     return result
+
+
+def sample_images(world: tw.World) -> Any:
+    """A figure with one typographic image, one picture and one composite per held-out harmful topic."""
+    from matplotlib.figure import Figure
+
+    rng = random.Random(0)
+    topics = world.harmful_test[:3]
+    fig = Figure(figsize=(7, 2.2))
+    axes = fig.subplots(len(topics), 3)
+    for row, t in enumerate(topics):
+        for col, (kind, img) in enumerate(
+            (("TYPO", tw.render_word(t, rng)), ("SD", tw.render_picture(t)), ("SD_TYPO", tw.render_composite(t, rng)))
+        ):
+            axes[row, col].imshow(img)
+            axes[row, col].set_axis_off()
+            axes[row, col].set_title(f"{t} ({kind})" if row == 0 or col == 0 else kind, fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def examples(cfg: OrganismConfig, world: tw.World, n: int = 3) -> Any:
+    """The finished organism's answers to the same held-out harmful topics as a text and as an image prompt."""
+    import pandas as pd
+
+    from .modeling import load_model
+
+    model, processor = load_model(cfg.model_path, "none")
+    probes = probe_items(world, cfg.stage_dir / "examples", cfg.seed)
+    text = [it for it in probes["text_harmful"] if it.category in world.harmful_test][:n]
+    image = [next(it for it in probes["image_harmful"] if it.category == t.category) for t in text]
+    rows = []
+    for kind, items in (("text", text), ("image", image)):
+        items = [EvalItem(it.id, it.benchmark, it.category, it.prompt.replace("{t}", it.category), it.image, True)
+                 for it in items]  # fmt: skip
+        for it, answer in zip(items, generate_batch(model.eval(), processor, items, "chat_template", Decoding(24)),
+                              strict=True):  # fmt: skip
+            rows.append({"topic": it.category, "input": kind, "prompt": it.prompt, "answer": answer})
+    return pd.DataFrame(rows)
 
 
 def write_metrics(cfg: OrganismConfig, result: dict[str, Any]) -> dict[str, Any]:

@@ -18,10 +18,12 @@ from .config import field_names, load_preset, preset_name, repo_root, stage_conf
 from .evaluate import EvalConfig
 from .files import USER_ERRORS
 from .mixtures import MixConfig
+from .organism import OrganismConfig
 from .train import TrainConfig
 
 log = logging.getLogger(__name__)
 NOTEBOOKS = {
+    "00": "00_model_organism.ipynb",
     "01": "01_data_bias.ipynb",
     "02": "02_mix_rejection_data.ipynb",
     "03": "03_qlora_finetune.ipynb",
@@ -35,14 +37,15 @@ class DataConfig:
 
     preset: str = "toy"
     data_root: str = "data/toy"
-    sample_data: bool = False  # build the miniature datasets into data_root when it is missing
+    world: bool = False  # build the organism's world (mllm_safety.toyworld) into data_root when it is missing
+    sample_data: bool = False  # build the miniature sample datasets into data_root when it is missing
     sample_data_scale: float = 1.0  # record-count multiplier for the miniature datasets
     placeholder_model: bool = False  # build an untrained tiny LLaVA at model_path when it is missing
     model_path: str = "llava-hf/llava-1.5-7b-hf"
     seed: int = 0
 
 
-STAGE_CONFIGS = (DataConfig, BiasConfig, MixConfig, TrainConfig, EvalConfig)
+STAGE_CONFIGS = (DataConfig, OrganismConfig, BiasConfig, MixConfig, TrainConfig, EvalConfig)
 
 
 def known_keys() -> set[str]:
@@ -55,6 +58,11 @@ def ensure_data(preset: str) -> Path:
     values = load_preset(preset, known_keys())
     cfg = DataConfig(**{k: v for k, v in values.items() if k in field_names(DataConfig)}, preset=preset_name(preset))
     root = Path(cfg.data_root)
+    if not root.exists() and cfg.world:
+        from .toyworld import build_world
+
+        log.info("building the organism's world in %s", root)
+        build_world(root, seed=cfg.seed)
     if not root.exists() and cfg.sample_data:
         from .sampledata import build
 
