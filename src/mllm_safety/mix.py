@@ -93,6 +93,15 @@ def mix_rejection_data(
     return mixed
 
 
+def mix_with(opts: Any, records1: list[dict], records2: list[dict], source1: str, source2: str) -> list[dict]:
+    """mix_rejection_data with the official options read from any object that has them (CLI args, MixConfig)."""
+    return mix_rejection_data(
+        records1, records2, opts.sample_size1, opts.sample_size2, similar=opts.similar,
+        change_reply=opts.change_reply, reply=opts.reply, random_choose=opts.random_choose, seed=opts.seed,
+        source1=source1, source2=source2,
+    )  # fmt: skip
+
+
 def output_name(n1: int, file1: str | Path, n2: int, file2: str | Path, suffix: str = "", similar: bool = False) -> str:
     """The official output file name: {n1}_{stem1}_{n2}_{stem2}{suffix}[_similar].json."""
     return f"{n1}_{Path(file1).stem}_{n2}_{Path(file2).stem}{suffix}{'_similar' if similar else ''}.json"
@@ -128,19 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> list[Path]:
     """Mix and write; returns the paths written."""
     records1, records2 = load_llava_json(args.file1), load_llava_json(args.file2, allow_duplicate_ids=True)
-    mixed = mix_rejection_data(
-        records1,
-        records2,
-        args.sample_size1,
-        args.sample_size2,
-        similar=args.similar,
-        change_reply=args.change_reply,
-        reply=args.reply,
-        random_choose=args.random_choose,
-        seed=args.seed,
-        source1=Path(args.file1).stem,
-        source2=Path(args.file2).stem,
-    )
+    mixed = mix_with(args, records1, records2, Path(args.file1).stem, Path(args.file2).stem)
     out = Path(args.output) / output_name(
         args.sample_size1, args.file1, args.sample_size2, args.file2, args.suffix, args.similar
     )

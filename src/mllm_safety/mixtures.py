@@ -24,7 +24,7 @@ from .judges import FULL_REFUSAL, paper_strmatch
 from .mix import (
     DEFAULT_REPLY,
     choose_one_pair,
-    mix_rejection_data,
+    mix_with,
     output_name,
     rejection_share,
     to_rejection,
@@ -167,21 +167,7 @@ def build_mixtures(cfg: MixConfig) -> dict[str, list[dict]]:
     """Every mixture of the preset: the official mix, one per rejection fraction, the curated baselines."""
     instruct, rejection, vlguard = load_sources(cfg)
     s1, s2 = Path(cfg.rejection_json).stem, Path(cfg.instruct_json).stem
-    mixes = {
-        official_mix_name(cfg): mix_rejection_data(
-            rejection,
-            instruct,
-            cfg.sample_size1,
-            cfg.sample_size2,
-            similar=cfg.similar,
-            change_reply=cfg.change_reply,
-            reply=cfg.reply,
-            random_choose=cfg.random_choose,
-            seed=cfg.seed,
-            source1=s1,
-            source2=s2,
-        )
-    }
+    mixes = {official_mix_name(cfg): mix_with(cfg, rejection, instruct, s1, s2)}
     for frac in cfg.rejection_fractions:
         mixes[f"frac_{frac * 100:g}pct"] = mix_by_fraction(
             {s2: instruct}, {s1: rejection}, frac, cfg.fraction_total, cfg.seed, cfg.reply, cfg.random_choose
