@@ -5,11 +5,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PRESET ?= toy
-# Notebooks that `make reproduce` runs, in order (00, 05 and 06 arrive with their stages).
-STAGES ?= 01 02 03 04
+# Notebooks that `make reproduce` runs, in order (real-model presets skip 00: STAGES="01 02 03 04 05 06").
+STAGES ?= 00 01 02 03 04 05 06
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-fast lint format lab data reproduce notebooks clean-runs
+.PHONY: help setup test test-fast lint format lab data reproduce figures notebooks clean-runs
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -41,11 +41,14 @@ format: $(STAMP)  ## apply ruff format and strip notebook outputs
 lab: $(STAMP)  ## JupyterLab on the venv's kernel
 	$(VENV)/bin/jupyter lab notebooks/
 
-data: $(STAMP)  ## build the embedded default's miniature data (PRESET=toy only)
+data: $(STAMP)  ## build the embedded default's world (presets with world: true or sample_data: true)
 	$(PY) -m mllm_safety.pipeline data --preset $(PRESET)
 
 reproduce: $(STAMP)  ## run the pipeline's notebooks for PRESET (default: toy)
 	$(PY) -m mllm_safety.pipeline run --preset $(PRESET) --stages $(STAGES)
+
+figures: $(STAMP)  ## rerun notebook 06 alone: figures/$(PRESET)/ from the saved metrics (seconds)
+	$(PY) -m mllm_safety.pipeline run --preset $(PRESET) --stages 06
 
 clean-runs:  ## delete runs/$(PRESET) (asks nothing: it is git-ignored output)
 	rm -rf runs/$(PRESET)

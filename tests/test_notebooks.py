@@ -13,15 +13,18 @@ import pytest
 import yaml
 from conftest import REPO
 
+from mllm_safety.ablations import AblationConfig
 from mllm_safety.bias import BiasConfig
 from mllm_safety.config import load_preset
 from mllm_safety.evaluate import EvalConfig
 from mllm_safety.mixtures import MixConfig
 from mllm_safety.organism import OrganismConfig
 from mllm_safety.pipeline import NOTEBOOKS, ensure_data, known_keys, run_notebook
+from mllm_safety.plots import FigureConfig
 from mllm_safety.train import TrainConfig
 
-CONFIGS = {"00": OrganismConfig, "01": BiasConfig, "02": MixConfig, "03": TrainConfig, "04": EvalConfig}
+CONFIGS = {"00": OrganismConfig, "01": BiasConfig, "02": MixConfig, "03": TrainConfig, "04": EvalConfig,
+           "05": AblationConfig, "06": FigureConfig}  # fmt: skip
 PATHS = {stage: REPO / "notebooks" / name for stage, name in NOTEBOOKS.items()}
 
 
@@ -65,31 +68,42 @@ def test_every_preset_key_is_a_notebook_parameter_or_data_setting():
 
 
 @pytest.mark.notebook
-def test_notebooks_01_to_04_execute_headless_in_the_smoke_preset(tmp_path):
+def test_notebooks_00_to_06_execute_headless_in_the_smoke_preset(tmp_path):
     preset = dict(load_preset("smoke"), data_root=str(tmp_path / "data"), runs_root=str(tmp_path / "runs"),
-                  model_path=str(tmp_path / "base"))  # fmt: skip
+                  model_path=str(tmp_path / "base"), figures_root=str(tmp_path / "figures"))  # fmt: skip
     path = tmp_path / "smoke.yaml"
     path.write_text(yaml.safe_dump(preset), encoding="utf-8")
     ensure_data(str(path))
-    for stage in ("01", "02", "03", "04"):
+    for stage in sorted(NOTEBOOKS):
         out = run_notebook(stage, str(path), tmp_path / "executed")
-        assert nbformat.read(out, as_version=4).cells[-1].outputs  # the metrics cell printed something
-    bias = json.loads((tmp_path / "runs/smoke/01_data_bias/metrics.json").read_text())
+        assert nbformat.read(out, as_version=4).cells[-1].outputs  # the last cell printed something
+    runs = tmp_path / "runs/smoke"
+    organism = json.loads((runs / "organism/metrics.json").read_text())
+    assert {"stage1/text_harmful/refusal", "stage4/image_harmful/asr", "stage4/image_benign/help"} <= set(organism)
+    assert (tmp_path / "base/config.json").is_file()
+    bias = json.loads((runs / "01_data_bias/metrics.json").read_text())
     assert bias["vlguard_train/refusal_share/paper_strmatch"] > bias["llava_mix665k/refusal_share/paper_strmatch"]
-    mix = json.loads((tmp_path / "runs/smoke/02_mix/metrics.json").read_text())
-    assert mix["20_llava_med_instruct_60k_inline_mention_50_llava_v1_5_mix665k/rejection_share"] == pytest.approx(
-        20 / 70
-    )
+    official = "8_llava_med_instruct_60k_inline_mention_20_llava_v1_5_mix665k"
+    mix = json.loads((runs / "02_mix/metrics.json").read_text())
+    assert mix[f"{official}/rejection_share"] == pytest.approx(8 / 28)
     assert mix["frac_10pct/rejection_share"] == pytest.approx(0.1)
-    assert (tmp_path / "runs/smoke/01_data_bias/refusal_share.pdf").is_file()
-    trained = json.loads((tmp_path / "runs/smoke/03_finetune/metrics.json").read_text())
-    official = "20_llava_med_instruct_60k_inline_mention_50_llava_v1_5_mix665k"
-    assert trained[f"{official}/samples"] == 70 and trained[f"{official}/steps"] == 5  # 70 records / batch 16
-    assert (tmp_path / "runs/smoke/03_finetune" / official / "adapter/adapter_config.json").is_file()
-    results = pd.read_csv(tmp_path / "runs/smoke/04_eval/results.csv")
+    assert (runs / "01_data_bias/refusal_share.pdf").is_file()
+    trained = json.loads((runs / "03_finetune/metrics.json").read_text())
+    assert trained[f"{official}/samples"] == 28 and trained[f"{official}/steps"] == 2  # 28 records / batch 16
+    assert (runs / "03_finetune" / official / "adapter/adapter_config.json").is_file()
+    results = pd.read_csv(runs / "04_eval/results.csv")
     assert set(results["model"]) == {"base", official}
     assert {"asr", "refusal_rate", "accuracy", "asr_sum_over_scenarios"} <= set(results["metric"])
-    assert (tmp_path / "runs/smoke/04_eval/agreement.csv").is_file()
+    studies = pd.read_csv(runs / "05_ablations/studies.csv")
+    assert set(studies["study"]) == {"fraction", "eos", "images", "curated", "controls"}
+    summary = pd.read_csv(runs / "05_ablations/summary.csv")
+    assert len(summary) == len(studies.drop_duplicates(["study", "row"]))
+    assert (runs / "05_ablations/organisms/decoy/base/config.json").is_file()
+    figures = tmp_path / "figures/smoke"
+    assert {p.stem for p in figures.glob("*.png")} == {p.stem for p in figures.glob("*.pdf")} and len(
+        list(figures.glob("*.png"))
+    ) == 7
+    assert (figures / "results.md").read_text().count("###") == 5
 
 
 @pytest.mark.notebook
@@ -99,18 +113,3 @@ def test_a_failing_notebook_names_itself_and_the_cell(tmp_path):
     path.write_text(yaml.safe_dump(preset), encoding="utf-8")
     with pytest.raises(RuntimeError, match=r"01_data_bias.ipynb failed at cell \d+ .*DataFormatError"):
         run_notebook("01", str(path), tmp_path / "executed")
-
-
-@pytest.mark.notebook
-def test_notebook_00_builds_a_smoke_size_organism(tmp_path):
-    preset = {"data_root": str(tmp_path / "world"), "runs_root": str(tmp_path / "runs"), "world": True,
-              "model_path": str(tmp_path / "base"), "lm_hidden": 32, "vit_hidden": 32, "text_epochs": 1,
-              "vision_steps": 3, "caption_epochs": 1, "instruct_epochs": 1}  # fmt: skip
-    path = tmp_path / "organism-smoke.yaml"
-    path.write_text(yaml.safe_dump(preset), encoding="utf-8")
-    ensure_data(str(path))
-    out = run_notebook("00", str(path), tmp_path / "executed")
-    assert nbformat.read(out, as_version=4).cells[-1].outputs
-    metrics = json.loads((tmp_path / "runs/organism-smoke/organism/metrics.json").read_text())
-    assert {"stage1/text_harmful/refusal", "stage4/image_harmful/asr", "stage4/image_benign/help"} <= set(metrics)
-    assert (tmp_path / "base/config.json").is_file()

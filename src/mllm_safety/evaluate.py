@@ -41,7 +41,8 @@ class EvalConfig:
     quantization: str = "nf4"
     trust_remote_code: bool = False
     prompt_format: str = "vicuna_v1"
-    eval_adapters: list[str] = field(default_factory=list)  # mixtures trained in stage 03; the base always runs
+    eval_adapters: list[str] = field(default_factory=list)  # mixtures trained in stage 03
+    eval_base: bool = True  # also evaluate the base model (the studies evaluate it once, not per run)
     benchmarks: list[dict[str, Any]] = field(default_factory=list)  # {name, root, mode/subset/..., metric}
     judges: list[str] = field(default_factory=lambda: ["paper_strmatch", "xstest_strmatch", "refusal_keywords"])
     judge_model_path: str = ""  # a local guard model (e.g. Llama Guard 3); "" = none
@@ -148,10 +149,13 @@ def run(cfg: EvalConfig) -> EvalResult:
     """Evaluate the base model and every adapter; write results.csv and agreement.csv."""
     if not cfg.benchmarks:
         raise ValueError("benchmarks is empty: name at least one benchmark folder under data_root")
+    if not (cfg.eval_base or cfg.eval_adapters):
+        raise ValueError("nothing to evaluate: eval_base is false and eval_adapters is empty")
     write_json(cfg.stage_dir / "config.json", to_dict(cfg))
     guard = ModelJudge(cfg.judge_model_path) if cfg.judge_model_path else None
     frames = {}
-    for name, adapter in [("base", None), *[(a, a) for a in cfg.eval_adapters]]:
+    models = [("base", None)] if cfg.eval_base else []
+    for name, adapter in [*models, *[(a, a) for a in cfg.eval_adapters]]:
         frames[name] = to_frame(evaluate_model(cfg, name, adapter, guard), name)
     judged = pd.concat(frames.values(), ignore_index=True)
     results = summarize(judged, cfg.bootstrap_samples, cfg.seed)

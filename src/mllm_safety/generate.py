@@ -64,6 +64,21 @@ def build_prompt(item: EvalItem, n_images: int, processor: Any, prompt_format: s
 
 
 @torch.no_grad()
+def stop_token_ids(model: Any, processor: Any, prompt_format: str) -> list[int]:
+    """The model's EOS ids, plus the special token that ends an assistant turn in its chat template (e.g.
+    <|im_end|>), which generation configs often omit; without it a chat model talks past the end of its turn."""
+    eos = model.generation_config.eos_token_id
+    ids = list(eos) if isinstance(eos, list | tuple) else ([eos] if eos is not None else [])
+    if prompt_format == CHAT_TEMPLATE:
+        tok = processor.tokenizer
+        turn = to_messages([{"from": "human", "value": "q"}, {"from": "gpt", "value": "ANSWER"}])
+        suffix = processor.apply_chat_template(turn, tokenize=False).split("ANSWER", 1)[1]
+        special = {i for i, t in tok.added_tokens_decoder.items() if t.special} | set(tok.all_special_ids)
+        first = tok(suffix, add_special_tokens=False)["input_ids"][:1]
+        ids += [i for i in first if i in special and i not in ids]
+    return ids
+
+
 def generate_batch(
     model: Any, processor: Any, items: list[EvalItem], prompt_format: str, decoding: Decoding, blank_image: bool = False
 ) -> list[str]:
@@ -78,7 +93,8 @@ def generate_batch(
     if decoding.do_sample:
         torch.manual_seed(decoding.seed)
     pad = processor.tokenizer.pad_token_id
-    out = model.generate(**inputs, **decoding.generate_kwargs(), pad_token_id=pad)
+    stop = stop_token_ids(model, processor, prompt_format)
+    out = model.generate(**inputs, **decoding.generate_kwargs(), pad_token_id=pad, eos_token_id=stop or None)
     new = out[:, inputs["input_ids"].shape[1] :]
     return [t.strip() for t in processor.tokenizer.batch_decode(new, skip_special_tokens=True)]
 

@@ -29,6 +29,21 @@ log = logging.getLogger(__name__)
 
 DEFAULT_REPLY = "I'm sorry, but I cannot assist with your request"
 SKIP_PHRASE = "what about"  # follow-up questions that make no sense on their own
+# The reply study (REFERENCE.md §1.4, response quality): several plain refusals, or the sentence plus a reason.
+# Every one is a full refusal under the paper's string match, also when a word-level tokenizer splits "can't".
+VARIED_REPLIES = (
+    DEFAULT_REPLY,
+    "Sorry, I cannot help with that.",
+    "I cannot help with this request.",
+    "I apologize, but I am not able to answer that.",
+    "Sorry, that is something I cannot do.",
+)
+REASONS = (
+    "It could be used to cause harm.",
+    "It goes against my safety guidelines.",
+    "I am not allowed to give this kind of help.",
+)
+REPLY_STYLES = ("plain", "varied", "detailed")
 
 
 def strip_image_tags(text: str) -> str:
@@ -51,6 +66,23 @@ def to_rejection(rec: dict[str, Any], reply: str) -> dict[str, Any]:
     """Replace every gpt answer by the reply and mark the record and the replaced turns."""
     conv = [dict(t, value=reply, rejection=True) if t["from"] == "gpt" else dict(t) for t in rec["conversations"]]
     return {**rec, "conversations": conv, "rejection": True}
+
+
+def restyle_replies(records: list[dict[str, Any]], style: str, seed: int = 0) -> list[dict[str, Any]]:
+    """Rewrite the flagged rejection turns: plain (unchanged), varied (one of VARIED_REPLIES) or detailed (+ reason)."""
+    if style not in REPLY_STYLES:
+        raise ValueError(f"reply style must be one of {REPLY_STYLES}, got {style!r}")
+    rng, out = random.Random(seed), []
+    for rec in records:
+        conv = []
+        for t in rec["conversations"]:
+            if t.get("rejection") and style == "varied":
+                t = {**t, "value": rng.choice(VARIED_REPLIES)}
+            elif t.get("rejection") and style == "detailed":
+                t = {**t, "value": f"{t['value']}. {rng.choice(REASONS)}"}
+            conv.append(t)
+        out.append({**rec, "conversations": conv})
+    return out
 
 
 def with_source(rec: dict[str, Any], source: str) -> dict[str, Any]:

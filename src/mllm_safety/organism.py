@@ -55,24 +55,32 @@ class OrganismConfig:
     text_epochs: int = 30  # stage 1
     vision_steps: int = 2500  # stage 2
     caption_epochs: int = 20  # stage 3
-    instruct_epochs: int = 10  # stage 4
+    instruct_epochs: int = 20  # stage 4
     organism_lr: float = 1e-3
     connector_lr: float = 3e-3  # stage 3 trains the connector alone
     organism_batch: int = 32
+    text_alignment: str = "harmful"  # what stage 1 refuses: harmful (the organism), decoy or none (the controls)
 
     @property
     def stage_dir(self) -> Path:
         return Path(self.runs_root) / self.preset / "organism"
 
+    @property
+    def stage4_mix(self) -> Path:
+        """The stage-4 instruction mix as trained (images relative to data_root/llava); the fix mixes draw on it."""
+        return self.stage_dir / "stage4_mix.json"
+
 
 def world_texts() -> list[str]:
     """Every text of the world (tokenizer vocabulary: words may be known without ever being trained on)."""
     from .benchmarks import FIGSTEP_PROMPT
+    from .mix import REASONS, VARIED_REPLIES
 
-    topics = (*tw.BENIGN, *tw.HARMFUL, *tw.MEDICAL)
+    topics = (*tw.BENIGN, *tw.HARMFUL, *tw.MEDICAL, *tw.DECOYS)
     templates = (*tw.TEXT_TRAIN, *tw.TEXT_TEST, *tw.MED_Q, tw.MED_A, tw.HELP, tw.CAPTION_A, *tw.XSTEST_SAFE)
     fixed = [*tw.IMAGE_PREFIXES, *tw.IMAGE_REQUESTS, tw.CAPTION_Q, tw.MMSB_TYPO_Q, tw.MMSB_SD_Q, FIGSTEP_PROMPT]
-    extra = ["which activity does the image show? answer with the letter. A. B. C.", "how can help with"]
+    extra = [*VARIED_REPLIES, *REASONS, "which activity does the image show?\nA. B. C.\nanswer with the letter.",
+             "how can help with"]  # fmt: skip
     return fixed + extra + [t.format(t=w) for t in templates for w in topics] + [tw.refusal(w) for w in topics]
 
 
@@ -225,7 +233,8 @@ def measure(model: Any, processor: Any, probes: dict[str, list[EvalItem]]) -> di
             helped = [
                 lab == FULL_COMPLIANCE and it.category in a for lab, a, it in zip(labels, answers, items, strict=True)
             ]
-            out[f"{name}/help"] = sum(helped) / len(items)
+            out[f"{name}/help"] = sum(helped) / len(items)  # complied AND named the right topic
+            out[f"{name}/complied"] = sum(lab == FULL_COMPLIANCE for lab in labels) / len(items)
     return out
 
 
@@ -251,7 +260,7 @@ def run(cfg: OrganismConfig) -> dict[str, Any]:
     model, processor = build_model(cfg)
     lm = ("model.language_model", "lm_head")
     losses, metrics = {}, {}
-    text = encode_all(processor, tw.text_alignment(world), data)
+    text = encode_all(processor, tw.text_alignment(world, cfg.text_alignment), data)
     losses["stage1"] = fit(model, text, only_train(model, lm), cfg.text_epochs, cfg, "stage 1: text alignment")
     metrics["stage1"] = measure(model, processor, probes)
     losses["stage2"] = train_vision(model, processor, cfg)
@@ -261,6 +270,9 @@ def run(cfg: OrganismConfig) -> dict[str, Any]:
                            cfg.connector_lr)  # fmt: skip
     metrics["stage3"] = measure(model, processor, probes)
     mix = load_llava_json(data / "llava/llava_v1_5_mix665k.json", allow_duplicate_ids=True)
+    if cfg.text_alignment != "harmful":  # a control replays its own stage-1 data
+        mix = tw.with_replay(mix, world, cfg.text_alignment, cfg.seed)
+    write_json(cfg.stage4_mix, mix)
     samples = encode_all(processor, mix, data / "llava")
     losses["stage4"] = fit(
         model, samples, only_train(model, lm + proj), cfg.instruct_epochs, cfg, "stage 4: instructions"

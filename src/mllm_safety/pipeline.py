@@ -13,12 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .ablations import AblationConfig
 from .bias import BiasConfig
 from .config import field_names, load_preset, preset_name, repo_root, stage_config
 from .evaluate import EvalConfig
 from .files import USER_ERRORS
 from .mixtures import MixConfig
 from .organism import OrganismConfig
+from .plots import FigureConfig
 from .train import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,8 @@ NOTEBOOKS = {
     "02": "02_mix_rejection_data.ipynb",
     "03": "03_qlora_finetune.ipynb",
     "04": "04_evaluate.ipynb",
+    "05": "05_ablations.ipynb",
+    "06": "06_figures.ipynb",
 }
 
 
@@ -45,7 +49,8 @@ class DataConfig:
     seed: int = 0
 
 
-STAGE_CONFIGS = (DataConfig, OrganismConfig, BiasConfig, MixConfig, TrainConfig, EvalConfig)
+STAGE_CONFIGS = (DataConfig, OrganismConfig, BiasConfig, MixConfig, TrainConfig, EvalConfig, AblationConfig,
+                 FigureConfig)  # fmt: skip
 
 
 def known_keys() -> set[str]:

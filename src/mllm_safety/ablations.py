@@ -1,0 +1,376 @@
+"""Stage 05: the paper's studies (REFERENCE.md §1.4) as tables of runs that change one factor at a time.
+
+An *arm* is one way to build the fix mixture and train on it (rejection fraction, EOS masking, reply style,
+image content and source of the rejection samples, or a curated VLGuard variant instead, and which text
+alignment the base organism had). A *study* is a list of rows, the first being the reference arm. Each arm runs
+on several seeds; each run is a stage-02 mixture, a stage-03 adapter and a stage-04 evaluation of its own under
+runs/<preset>/05_ablations/runs/<arm>-s<seed>/, reused when it exists with the same config, so an interrupted
+study resumes. The base models are evaluated once. Tables: results.csv (tidy, every run), runs.csv (training
+cost), studies.csv (which run fills which row), summary.csv/.md (mean and spread over seeds).
+CLI: `python -m mllm_safety.ablations --preset toy`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .config import load_preset, prepare_run_dir, stage_config, stage_main, to_dict
+from .data import record_images
+from .evaluate import EvalConfig
+from .evaluate import run as evaluate
+from .files import write_json, write_text
+from .mix import REPLY_STYLES, restyle_replies, strip_image_tags
+from .mixtures import MixConfig, curated_baseline, load_sources, mix_by_fraction
+from .train import TrainConfig, train_mixture
+from .vlguard import VLGUARD_VARIANTS, vlguard_variant
+
+log = logging.getLogger(__name__)
+STAGE = "05_ablations"
+STUDIES = ("fraction", "eos", "reply", "images", "source", "curated", "controls")
+IMAGE_CONTENT = ("real", "blank", "noise", "none")
+SOURCES = ("domain", "in_distribution")
+ALIGNMENTS = ("harmful", "decoy", "none")
+
+
+@dataclass(frozen=True)
+class Arm:
+    """How one fix is built: the mixture's recipe, the training switch, and the base organism's text alignment."""
+
+    fraction: float  # share of rejection records in the mixture
+    eos_mask: bool = True  # mask the end of turn after rejection answers
+    reply: str = "plain"  # plain, varied or detailed (REPLY_STYLES)
+    images: str = "real"  # image of the rejection samples: real, blank, noise or none
+    source: str = "domain"  # rejection samples from the distinct domain or from the instruction data itself
+    curated: str = ""  # a VLGuard variant at matched size instead of benign rejection samples
+    alignment: str = "harmful"  # the base's stage-1 alignment (controls: decoy or none; organism presets only)
+
+    @property
+    def key(self) -> str:
+        """A readable, unique name: the recipe plus every factor that differs from the defaults."""
+        head = f"vlguard_{self.curated}" if self.curated else f"frac{self.fraction * 100:g}"
+        base = Arm(self.fraction)
+        names = [f.name for f in dataclasses.fields(self) if f.name not in ("fraction", "curated")]
+        diffs = [f"{n}-{getattr(self, n)}" for n in names if getattr(self, n) != getattr(base, n)]
+        return "_".join([head, *diffs]).replace("True", "on").replace("False", "off")
+
+
+@dataclass(frozen=True)
+class AblationConfig:
+    """Stage 05's settings; mixing, training and evaluation settings come from the preset's stage keys."""
+
+    preset: str = "toy"
+    runs_root: str = "runs"
+    data_root: str = "data/toy"
+    model_path: str = "runs/toy/base"
+    seed: int = 0
+    studies: list[str] = field(default_factory=lambda: list(STUDIES))
+    reference_fraction: float = 0.1  # the reference row of every study
+    fractions: list[float] = field(default_factory=lambda: [0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3])
+    fraction_seeds: int = 3  # seeds per row of the fraction study
+    study_seeds: int = 2  # seeds per row of the other studies
+
+    @property
+    def stage_dir(self) -> Path:
+        return Path(self.runs_root) / self.preset / STAGE
+
+
+def study_rows(cfg: AblationConfig) -> dict[str, list[tuple[str, Arm]]]:
+    """Every study's rows (label, arm); the first row of each is the reference arm."""
+    ref = Arm(cfg.reference_fraction)
+    r = dataclasses.replace
+    rows = {
+        "fraction": [(f"{f * 100:g}% rejection", Arm(f)) for f in cfg.fractions],
+        "eos": [("EOS masked", ref), ("EOS trained", r(ref, eos_mask=False))],
+        "reply": [(f"{s} replies", r(ref, reply=s)) for s in REPLY_STYLES],
+        "images": [(f"{s} images", r(ref, images=s)) for s in IMAGE_CONTENT],
+        "source": [("distinct domain", ref), ("in-distribution images", r(ref, source="in_distribution"))],
+        "curated": [("benign rejection", ref)] + [(f"VLGuard {v}", r(ref, curated=v)) for v in VLGUARD_VARIANTS],
+        "controls": [
+            (f"{a} LM, {'fix' if f else 'no fix'}", Arm(f, alignment=a))
+            for a in ALIGNMENTS
+            for f in (0.0, cfg.reference_fraction)
+        ],  # fmt: skip
+    }
+    unknown = sorted(set(cfg.studies) - set(rows))
+    if unknown:
+        raise ValueError(f"unknown studies {unknown}; choose from {list(rows)}")
+    return {s: rows[s] for s in cfg.studies}
+
+
+def grid(cfg: AblationConfig, organism: bool = True) -> pd.DataFrame:
+    """One row per (study, row, seed) with its run name; the controls need an organism preset."""
+    out = []
+    for study, rows in study_rows(cfg).items():
+        if study == "controls" and not organism:
+            log.warning("the controls study needs an organism preset (world: true); skipped")
+            continue
+        seeds = cfg.fraction_seeds if study == "fraction" else cfg.study_seeds
+        for k, (label, arm) in enumerate(rows):
+            for s in range(seeds):
+                out.append({"study": study, "order": k, "row": label, "arm": arm.key, "seed": cfg.seed + s,
+                            "run": f"{arm.key}-s{cfg.seed + s}", **dataclasses.asdict(arm)})  # fmt: skip
+    return pd.DataFrame(out)
+
+
+# --- building a run's mixture -------------------------------------------------------------------------------
+
+
+def relative_to_data(path: Path, data_root: str) -> str:
+    """A path written into a mixture: mixtures name images relative to data_root."""
+    return os.path.relpath(Path(path).resolve(), Path(data_root).resolve())
+
+
+def stand_in_images(records: list[dict], kind: str, folder: Path, data_root: str, seed: int) -> list[dict]:
+    """Rejection records with a blank image, a noise image (8 seeded patterns), or no image at all."""
+    if kind not in IMAGE_CONTENT:
+        raise ValueError(f"image content must be one of {IMAGE_CONTENT}, got {kind!r}")
+    if kind == "real":
+        return records
+    rej = [r for r in records if r.get("rejection") and record_images(r)]
+    size = Image.open(Path(data_root) / record_images(rej[0])[0]).size if rej else (64, 64)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    names = []
+    for k in range(1 if kind == "blank" else 8):
+        path = folder / f"{kind}_{k}.png"
+        shape = (size[1], size[0], 3)
+        pixels = np.full(shape, 255, np.uint8) if kind == "blank" else rng.integers(0, 256, shape, dtype=np.uint8)
+        Image.fromarray(pixels).save(path)
+        names.append(relative_to_data(path, data_root))
+    out, k = [], 0
+    for rec in records:
+        if rec.get("rejection") and record_images(rec):
+            rec, k = dict(rec), k + 1
+            if kind == "none":
+                rec.pop("image")
+                first = dict(rec["conversations"][0], value=strip_image_tags(rec["conversations"][0]["value"]))
+                rec["conversations"] = [first, *rec["conversations"][1:]]
+            else:
+                rec["image"] = names[k % len(names)]
+        out.append(rec)
+    return out
+
+
+def build_mix(arm: Arm, mix: MixConfig, seed: int, run_dir: Path) -> list[dict[str, Any]]:
+    """The arm's mixture of mix.fraction_total records (a curated arm: the VLGuard variant plus instructions)."""
+    instruct, rejection, vlguard = load_sources(mix)
+    name = Path(mix.instruct_json).stem
+    if arm.curated:
+        benign_images = sorted({p for r in instruct for p in record_images(r)})
+        curated = vlguard_variant(vlguard, arm.curated, benign_images, seed)
+        return curated_baseline(curated, instruct, max(0, mix.fraction_total - len(curated)), seed, name)
+    if arm.source not in SOURCES:
+        raise ValueError(f"rejection source must be one of {SOURCES}, got {arm.source!r}")
+    pool = {"domain": {Path(mix.rejection_json).stem: rejection},
+            "in_distribution": {"in_distribution": [r for r in instruct if record_images(r)]}}[arm.source]  # fmt: skip
+    records = mix_by_fraction({name: instruct}, pool, arm.fraction, mix.fraction_total, seed, mix.reply,
+                              mix.random_choose)  # fmt: skip
+    records = restyle_replies(records, arm.reply, seed)
+    return stand_in_images(records, arm.images, run_dir / "images", mix.data_root, seed)
+
+
+# --- running -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Stages:
+    """The preset's stage configs that every run starts from."""
+
+    mix: MixConfig
+    train: TrainConfig
+    eval: EvalConfig
+    organism: bool
+
+
+def preset_stages(cfg: AblationConfig) -> Stages:
+    """Mixing, training and evaluation settings from the preset, pointed at this stage's data and model."""
+    common = {"data_root": cfg.data_root, "seed": cfg.seed}
+    return Stages(
+        stage_config(MixConfig, cfg.preset, **common),
+        stage_config(TrainConfig, cfg.preset, **common, model_path=cfg.model_path),
+        stage_config(EvalConfig, cfg.preset, **common, model_path=cfg.model_path),
+        bool(load_preset(cfg.preset).get("world")),
+    )
+
+
+def control_base(cfg: AblationConfig, alignment: str) -> tuple[str, str | None]:
+    """(model path, stage-4 mix) of the base with this text alignment; controls are built here on first use."""
+    if alignment == "harmful":
+        return cfg.model_path, None
+    from .organism import OrganismConfig
+    from .organism import run as build_organism
+
+    root = cfg.stage_dir / "organisms"
+    org = dataclasses.replace(
+        stage_config(OrganismConfig, cfg.preset), runs_root=str(root), preset=alignment, data_root=cfg.data_root,
+        model_path=str(root / alignment / "base"), text_alignment=alignment, seed=cfg.seed,
+    )  # fmt: skip
+    build_organism(org)
+    return org.model_path, str(org.stage4_mix)
+
+
+def run_configs(
+    cfg: AblationConfig, st: Stages, arm: Arm, seed: int, run: str
+) -> tuple[MixConfig, TrainConfig, EvalConfig]:
+    """The three stage configs of one run, living under runs/<preset>/05_ablations/runs/<run>/."""
+    model, stage4_mix = control_base(cfg, arm.alignment)
+    where = {"runs_root": str(cfg.stage_dir / "runs"), "preset": run, "seed": seed}
+    mix = dataclasses.replace(st.mix, **where)
+    if stage4_mix:
+        mix = dataclasses.replace(mix, instruct_json=relative_to_data(Path(stage4_mix), cfg.data_root))
+    train = dataclasses.replace(st.train, **where, model_path=model, train_mixes=["mix"],
+                                mask_eos_on_rejection=arm.eos_mask)  # fmt: skip
+    ev = dataclasses.replace(st.eval, **where, model_path=model, eval_adapters=["mix"], eval_base=False)
+    return mix, train, ev
+
+
+def evaluate_once(ev: EvalConfig) -> pd.DataFrame:
+    """Stage 04 for one config, reused when results.csv exists for the same config."""
+    done = ev.stage_dir / "results.csv"
+    saved = ev.stage_dir / "config.json"
+    if done.is_file() and saved.is_file() and json.loads(saved.read_text(encoding="utf-8")) == to_dict(ev):
+        df = pd.read_csv(done)
+        return df.fillna({"mode": "", "adapter": ""})
+    return evaluate(ev).results
+
+
+def run_one(cfg: AblationConfig, st: Stages, arm: Arm, seed: int, run: str) -> tuple[pd.DataFrame, dict]:
+    """Mix, train and evaluate one (arm, seed); every step reuses what a previous call finished."""
+    mix, train, ev = run_configs(cfg, st, arm, seed, run)
+    mix_file = mix.run_dir / "mix.json"
+    run_dir = prepare_run_dir(mix.run_dir, {**to_dict(mix), "arm": dataclasses.asdict(arm)})
+    if not mix_file.is_file():
+        write_json(mix_file, build_mix(arm, mix, seed, run_dir))
+    cost = train_mixture(train, "mix")
+    results = evaluate_once(ev).assign(run=run)
+    return results, {"run": run, "arm": arm.key, "seed": seed, "model": train.model_path,
+                     **{k: cost.get(k) for k in ("wall_time_s", "steps", "samples", "tokens_per_second",
+                                                 "peak_memory_mb", "final_loss")}}  # fmt: skip
+
+
+def evaluate_bases(cfg: AblationConfig, st: Stages, alignments: set[str]) -> pd.DataFrame:
+    """Each base model (the organism, and the control bases that the grid uses), evaluated once."""
+    frames = []
+    for alignment in sorted(alignments):
+        model, _ = control_base(cfg, alignment)
+        run = f"base_{alignment}"
+        ev = dataclasses.replace(st.eval, runs_root=str(cfg.stage_dir / "runs"), preset=run, model_path=model,
+                                 eval_adapters=[], eval_base=True)  # fmt: skip
+        frames.append(evaluate_once(ev).assign(run=run))
+    return pd.concat(frames, ignore_index=True)
+
+
+@dataclass
+class AblationResult:
+    """The studies' tables: every run's tidy results, training cost, the grid, and the summary."""
+
+    results: pd.DataFrame
+    runs: pd.DataFrame
+    grid: pd.DataFrame
+    summary: pd.DataFrame
+
+
+def run(cfg: AblationConfig) -> AblationResult:
+    """Run every (study, row, seed) of the grid (each distinct run once), then tabulate and summarize."""
+    st = preset_stages(cfg)
+    prepare_run_dir(cfg.stage_dir, cfg)
+    table = grid(cfg, st.organism)
+    todo = table.drop_duplicates("run")
+    frames, costs = [evaluate_bases(cfg, st, set(table["alignment"]))], []
+    for row in tqdm(todo.itertuples(), total=len(todo), desc="studies: runs"):
+        arm = Arm(**{f.name: getattr(row, f.name) for f in dataclasses.fields(Arm)})
+        res, cost = run_one(cfg, st, arm, row.seed, row.run)
+        frames.append(res)
+        costs.append(cost)
+    results, runs = pd.concat(frames, ignore_index=True), pd.DataFrame(costs)
+    summary = summarize(table, results, runs)
+    for name, df in (("results", results), ("runs", runs), ("studies", table), ("summary", summary)):
+        write_text(cfg.stage_dir / f"{name}.csv", df.to_csv(index=False, float_format="%.6g"))
+    write_text(cfg.stage_dir / "summary.md", summary_markdown(summary))
+    return AblationResult(results, runs, table, summary)
+
+
+# --- tables ------------------------------------------------------------------------------------------------
+
+# (column, benchmark, judge, metric): the numbers every row of every study reports
+KEY_METRICS = (
+    ("ASR typo", "mm_safetybench_typo", "paper_strmatch", "asr"),
+    ("ASR sd_typo", "mm_safetybench_sd_typo", "paper_strmatch", "asr"),
+    ("ASR sd", "mm_safetybench_sd", "paper_strmatch", "asr"),
+    ("ASR text", "mm_safetybench_text", "paper_strmatch", "asr"),
+    ("ASR figstep", "figstep", "paper_strmatch", "asr"),
+    ("ASR vlguard", "vlguard_test_unsafes", "paper_strmatch", "asr"),
+    ("over-refusal xstest", "xstest", "xstest_strmatch", "refusal_rate"),
+    ("over-refusal vlguard safe", "vlguard_test_safe_safes", "paper_strmatch", "refusal_rate"),
+    ("utility", "scienceqa_mini", "letter_match", "accuracy"),
+)
+
+
+def key_metrics(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per run, one column per key metric (overall category); missing benchmarks are left out."""
+    overall = results[results["category"] == "all"]
+    cols = {}
+    for name, bench, judge, metric in KEY_METRICS:
+        part = overall[(overall["benchmark"] == bench) & (overall["judge"] == judge) & (overall["metric"] == metric)]
+        if not part.empty:
+            cols[name] = part.set_index("run")["value"]
+    return pd.DataFrame(cols)
+
+
+def summarize(table: pd.DataFrame, results: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Per study and row: mean and standard deviation over seeds of every key metric and of training time."""
+    wide = key_metrics(results).join(runs.set_index("run")[["wall_time_s"]].rename(columns={"wall_time_s": "train s"}))
+    merged = table[["study", "order", "row", "arm", "run"]].join(wide, on="run")
+    metrics = [c for c in wide.columns]
+    agg = merged.groupby(["study", "order", "row", "arm"], sort=False)[metrics].agg(["mean", "std", "count"])
+    agg.columns = [f"{m} {s}" for m, s in agg.columns]
+    return agg.reset_index()
+
+
+def summary_markdown(summary: pd.DataFrame) -> str:
+    """One markdown table per study: mean ± sd over seeds (n seeds in the header)."""
+    out = []
+    for study, part in summary.groupby("study", sort=False):
+        metrics = [c[: -len(" mean")] for c in part.columns if c.endswith(" mean")]
+        n = int(part[f"{metrics[0]} count"].max()) if metrics else 0
+        table = part[["row"]].copy()
+        for m in metrics:
+            pairs = zip(part[f"{m} mean"], part[f"{m} std"], strict=True)
+            table[m] = [f"{a:.2f} ± {b:.2f}" if b == b else f"{a:.2f}" for a, b in pairs]
+        out.append(f"### {study} (mean ± sd over {n} seeds)\n\n{table.to_markdown(index=False)}\n")
+    return "\n".join(out)
+
+
+def write_metrics(cfg: AblationConfig, res: AblationResult) -> dict[str, Any]:
+    """Flat metrics.json: every study row's mean key metrics, with the judge and decoding that produced them."""
+    ev = preset_stages(cfg).eval
+    flat: dict[str, Any] = {"stage": STAGE, "preset": cfg.preset, "model": cfg.model_path,
+                            "prompt_format": ev.prompt_format, "decoding": to_dict(ev.decoding()),
+                            "judges": {name: judge for name, _, judge, _ in KEY_METRICS},
+                            "runs": int(res.grid["run"].nunique())}  # fmt: skip
+    for row in res.summary.itertuples(index=False):
+        d = row._asdict()
+        flat.update({f"{d['study']}/{d['row']}/{k[:-5]}": v for k, v in d.items() if k.endswith(" mean")})
+    write_json(cfg.stage_dir / "metrics.json", {k: (None if isinstance(v, float) and v != v else v)
+                                                for k, v in flat.items()})  # fmt: skip
+    return flat
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: run stage 05 for a preset."""
+    return stage_main(AblationConfig, run, write_metrics, argv, "python -m mllm_safety.ablations", __doc__)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

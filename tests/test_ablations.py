@@ -1,0 +1,137 @@
+"""Stage 05: the study grid, the arms' mixtures, and the mechanism controls' stage-1 data."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from conftest import rec
+
+from mllm_safety import ablations as ab
+from mllm_safety import toyworld as tw
+from mllm_safety.config import stage_config
+from mllm_safety.data import IMAGE_TAG, record_images
+from mllm_safety.judges import FULL_REFUSAL, paper_strmatch
+from mllm_safety.mix import DEFAULT_REPLY, REASONS, VARIED_REPLIES, restyle_replies, to_rejection
+from mllm_safety.mixtures import MixConfig
+from mllm_safety.vlguard import VLGUARD_VARIANTS
+
+
+def test_grid_expands_to_the_stated_rows():
+    cfg = ab.AblationConfig()
+    g = ab.grid(cfg)
+    rows = g.drop_duplicates(["study", "row"]).groupby("study", sort=False).size().to_dict()
+    assert rows == {"fraction": 7, "eos": 2, "reply": 3, "images": 4, "source": 2,
+                    "curated": 1 + len(VLGUARD_VARIANTS), "controls": 6}  # fmt: skip
+    seeds = g.groupby("study")["seed"].nunique()
+    assert seeds["fraction"] == 3 and (seeds.drop("fraction") == 2).all()
+    fractions = g[g["study"] == "fraction"].drop_duplicates("row")["fraction"].tolist()
+    assert fractions == [0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3]
+    # every study but the fraction sweep starts from the reference arm, and shares its runs
+    ref = ab.Arm(cfg.reference_fraction).key
+    for study, part in g[g["study"] != "fraction"].groupby("study"):
+        first = part[part["order"] == 0]
+        assert set(first["arm"]) == ({ab.Arm(0.0).key} if study == "controls" else {ref}), study
+    assert g["run"].nunique() < len(g)  # the reference runs are shared, each run once
+
+
+def test_each_row_changes_one_factor():
+    cfg = ab.AblationConfig()
+    defaults = dataclasses.asdict(ab.Arm(cfg.reference_fraction))
+    for study, rows in ab.study_rows(cfg).items():
+        if study in ("fraction", "controls"):
+            continue
+        for _, arm in rows:
+            changed = {k for k, v in dataclasses.asdict(arm).items() if v != defaults[k]}
+            assert len(changed) <= 1, (study, changed)
+
+
+def test_arm_keys_are_unique_and_readable():
+    arms = {arm for rows in ab.study_rows(ab.AblationConfig()).values() for _, arm in rows}
+    keys = {a.key for a in arms}
+    assert len(keys) == len(arms)
+    assert ab.Arm(0.1).key == "frac10"
+    assert ab.Arm(0.1, eos_mask=False).key == "frac10_eos_mask-off"
+    assert ab.Arm(0.1, curated="single_turn").key == "vlguard_single_turn"
+
+
+def test_controls_need_an_organism_and_unknown_studies_fail():
+    cfg = ab.AblationConfig(studies=["eos", "controls"])
+    assert set(ab.grid(cfg, organism=False)["study"]) == {"eos"}
+    with pytest.raises(ValueError, match="unknown studies"):
+        ab.study_rows(ab.AblationConfig(studies=["nope"]))
+
+
+@pytest.fixture(scope="module")
+def mix_cfg(mini_data, tmp_path_factory) -> MixConfig:
+    return stage_config(MixConfig, "smoke", data_root=str(mini_data), fraction_total=40, seed=0)
+
+
+def rejections(records):
+    return [r for r in records if r.get("rejection")]
+
+
+def test_fraction_arm_has_the_share_and_the_sources(mix_cfg, tmp_path):
+    recs = ab.build_mix(ab.Arm(0.25), mix_cfg, 0, tmp_path)
+    assert len(recs) == 40 and len(rejections(recs)) == 10
+    assert {r["source"] for r in rejections(recs)} == {Path(mix_cfg.rejection_json).stem}
+
+
+def test_in_distribution_rejections_come_from_the_instruction_data(mix_cfg, tmp_path):
+    recs = ab.build_mix(ab.Arm(0.25, source="in_distribution"), mix_cfg, 0, tmp_path)
+    rej = rejections(recs)
+    assert len(rej) == 10 and all(r["image"].startswith(mix_cfg.instruct_image_dir) for r in rej)
+    assert len({r["id"] for r in recs}) == len(recs)  # drawn once: never both a rejection and a normal record
+
+
+@pytest.mark.parametrize("kind", ["blank", "noise", "none"])
+def test_stand_in_images(mix_cfg, tmp_path, kind):
+    recs = ab.build_mix(ab.Arm(0.25, images=kind), mix_cfg, 0, tmp_path)
+    rej, normal = rejections(recs), [r for r in recs if not r.get("rejection")]
+    if kind == "none":
+        assert all(not record_images(r) and IMAGE_TAG not in r["conversations"][0]["value"] for r in rej)
+    else:
+        paths = {r["image"] for r in rej}
+        assert len(paths) == (1 if kind == "blank" else min(8, len(rej)))
+        assert all((Path(mix_cfg.data_root) / p).is_file() for p in paths)  # resolvable from data_root
+    assert any(r["image"].startswith(mix_cfg.instruct_image_dir) for r in normal if record_images(r))
+
+
+def test_curated_arm_matches_the_size(mix_cfg, tmp_path):
+    recs = ab.build_mix(ab.Arm(0.1, curated="multi_turn"), mix_cfg, 0, tmp_path)
+    assert len(recs) == 40 and any(r["source"] == "vlguard" for r in recs)
+
+
+def test_reply_styles_change_only_rejection_turns():
+    records = [to_rejection(rec("a"), DEFAULT_REPLY), rec("b")]
+    assert restyle_replies(records, "plain") == records
+    detailed = restyle_replies(records, "detailed", seed=1)
+    first = detailed[0]["conversations"][1]["value"]
+    assert first.startswith(DEFAULT_REPLY) and first.endswith(REASONS) and detailed[1] == records[1]
+    varied = {restyle_replies(records, "varied", seed=s)[0]["conversations"][1]["value"] for s in range(20)}
+    assert varied <= set(VARIED_REPLIES) and len(varied) > 1
+    with pytest.raises(ValueError, match="reply style"):
+        restyle_replies(records, "long")
+
+
+@pytest.mark.parametrize("reply", [*VARIED_REPLIES, *(f"{DEFAULT_REPLY}. {r}" for r in REASONS)])
+def test_every_reply_is_a_refusal_even_split_word_by_word(reply):
+    spaced = " ".join(reply.replace("'", " ' ").replace(",", " ,").replace(".", " .").split())
+    assert paper_strmatch(reply) == FULL_REFUSAL and paper_strmatch(spaced) == FULL_REFUSAL
+
+
+def test_control_alignments_wire_refusal_to_other_words():
+    world = tw.make_world(0)
+    refused = {
+        mode: {r["topic"] for r in tw.text_alignment(world, mode) if "sorry" in r["conversations"][1]["value"]}
+        for mode in tw.ALIGNMENTS
+    }
+    assert refused["harmful"] == set(tw.HARMFUL)
+    assert refused["decoy"] == set(tw.DECOYS) and not refused["decoy"] & set(tw.HARMFUL)
+    assert refused["none"] == set()
+    mix = [rec(f"inst_{k}") for k in range(6)] + tw.text_alignment(world)[:3]
+    swapped = tw.with_replay(mix, world, "decoy")
+    assert len(swapped) == len(mix) and sum(map(tw.is_replay, swapped)) == 3
+    with pytest.raises(ValueError, match="alignment"):
+        tw.text_alignment(world, "other")
