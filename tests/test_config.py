@@ -9,7 +9,7 @@ from mllm_safety.config import load_preset, prepare_run_dir, stage_config
 from mllm_safety.files import DataFormatError
 from mllm_safety.pipeline import known_keys
 
-PRESETS = ["toy", "smoke", "organism", "llava-1.5-7b", "llava-1.5-7b-4gpu"]
+PRESETS = ["toy", "smoke", "organism", "llava-1.5-7b", "llava-1.5-7b-4gpu", "llava-next-7b"]
 
 
 @pytest.mark.parametrize("preset", PRESETS)

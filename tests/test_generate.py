@@ -82,3 +82,11 @@ def test_blank_image_and_prompt_formats(model_and_processor, items, tmp_path):
     assert build_prompt(text_item, 1, processor, "vicuna_v1").endswith(f"USER: <image>\n{text_item.prompt} ASSISTANT:")
     chat = build_prompt(text_item, 0, processor, "chat_template")
     assert chat.startswith("<|im_start|>user\n") and chat.endswith("<|im_start|>assistant\n")
+
+
+def test_chat_models_stop_at_the_end_of_their_turn(model_and_processor):
+    model, processor = model_and_processor
+    end_of_turn = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    eos = model.generation_config.eos_token_id
+    assert gen.stop_token_ids(model, processor, "vicuna_v1") == [eos]
+    assert gen.stop_token_ids(model, processor, "chat_template") == [eos, end_of_turn]

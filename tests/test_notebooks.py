@@ -62,7 +62,7 @@ def test_committed_stripped_and_thin(stage):
 def test_every_preset_key_is_a_notebook_parameter_or_data_setting():
     declared = set().union(*(papermill.inspect_notebook(str(p)) for p in PATHS.values()))
     data_keys = {"sample_data", "sample_data_scale", "placeholder_model", "world"}
-    for preset in ("toy", "smoke", "organism", "llava-1.5-7b", "llava-1.5-7b-4gpu"):
+    for preset in ("toy", "smoke", "organism", "llava-1.5-7b", "llava-1.5-7b-4gpu", "llava-next-7b"):
         assert set(load_preset(preset)) <= declared | data_keys
     assert declared | data_keys == known_keys() | {"preset"}
 

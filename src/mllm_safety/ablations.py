@@ -240,8 +240,7 @@ def evaluate_once(ev: EvalConfig) -> pd.DataFrame:
     done = ev.stage_dir / "results.csv"
     saved = ev.stage_dir / "config.json"
     if done.is_file() and saved.is_file() and json.loads(saved.read_text(encoding="utf-8")) == to_dict(ev):
-        df = pd.read_csv(done)
-        return df.fillna({"mode": "", "adapter": ""})
+        return pd.read_csv(done, dtype={"mode": str, "adapter": str}).fillna({"mode": "", "adapter": ""})
     return evaluate(ev).results
 
 

@@ -175,7 +175,7 @@ def plot_category_heatmap(
     frames = [r[r["run"].str.startswith(prefix)].assign(model=label) for label, prefix in runs.items()]
     t = pd.concat(frames).pivot_table(index="category", columns="model", values="value", aggfunc="mean")
     t = t[[c for c in runs if c in t.columns]]
-    fig = Figure(figsize=(5.5, 0.25 * len(t) + 1.4))
+    fig = Figure(figsize=(5.5, max(2.8, 0.25 * len(t) + 1.4)))
     ax = fig.subplots()
     sns.heatmap(t, vmin=0, vmax=1, cmap="viridis", annot=True, fmt=".2f", annot_kws={"fontsize": 6}, ax=ax,
                 cbar_kws={"label": f"ASR ({JUDGE})"})  # fmt: skip
@@ -206,7 +206,7 @@ def plot_judge_agreement(agreement: pd.DataFrame) -> Figure:
     kappa = (weighted["k"] / weighted["n"]).unstack("pair")
     agree = a.assign(x=a["agreement"] * a["n"]).groupby(["bench", "pair"])[["x", "n"]].sum()
     share = (agree["x"] / agree["n"]).unstack("pair")
-    fig = Figure(figsize=(6.5, 0.3 * len(kappa) + 1.6))
+    fig = Figure(figsize=(6.5, max(2.8, 0.3 * len(kappa) + 1.6)))
     ax = fig.subplots()
     labels = share.map(lambda v: f"{v:.0%}")
     sns.heatmap(kappa, vmin=-1, vmax=1, cmap="vlag", annot=labels, fmt="", annot_kws={"fontsize": 6}, ax=ax,
@@ -223,10 +223,7 @@ def read_csv(path: Path) -> pd.DataFrame:
     """A metrics table written by a stage (empty strings stay empty, not NaN, for the mode column)."""
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: run the stage that writes it first (see the README)")
-    df = pd.read_csv(path)
-    if "mode" in df:
-        df["mode"] = df["mode"].fillna("")
-    return df
+    return pd.read_csv(path, dtype={"mode": str, "adapter": str}).fillna({"mode": "", "adapter": ""})
 
 
 def read_log_history(path: str | Path) -> pd.DataFrame:

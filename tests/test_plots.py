@@ -1,0 +1,108 @@
+"""Stage 06: every figure builds from fixture metrics, files are byte-stable, and no torch is imported."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mllm_safety import plots
+from mllm_safety.ablations import AblationConfig, grid
+from mllm_safety.metrics import RESULT_COLUMNS
+
+BENCHES = [("mm_safetybench_typo", "typo"), ("mm_safetybench_sd_typo", "sd_typo"), ("mm_safetybench_sd", "sd"),
+           ("mm_safetybench_text", "text"), ("figstep", ""), ("vlguard_test_unsafes", "unsafes")]  # fmt: skip
+
+
+def fake_results(runs: list[str], seed: int = 0) -> pd.DataFrame:
+    """Tidy results in stage 04's schema for the given runs (seeded random values)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for run in runs:
+        for bench, mode in BENCHES:
+            for cat in ("all", "01-Illegal_Activitiy", "02-HateSpeech"):
+                v = float(rng.uniform())
+                rows.append({"model": "mix", "adapter": "mix", "benchmark": bench, "mode": mode, "category": cat,
+                             "judge": "paper_strmatch", "metric": "asr", "value": v, "ci_low": v / 2,
+                             "ci_high": (1 + v) / 2, "n": 8, "run": run})  # fmt: skip
+        for bench, judge, metric in (("xstest", "xstest_strmatch", "refusal_rate"),
+                                     ("vlguard_test_safe_safes", "paper_strmatch", "refusal_rate"),
+                                     ("scienceqa_mini", "letter_match", "accuracy")):  # fmt: skip
+            v = float(rng.uniform())
+            rows.append({"model": "mix", "adapter": "mix", "benchmark": bench, "mode": "", "category": "all",
+                         "judge": judge, "metric": metric, "value": v, "ci_low": v, "ci_high": v, "n": 8, "run": run})  # fmt: skip
+    return pd.DataFrame(rows)[[*RESULT_COLUMNS, "run"]]
+
+
+@pytest.fixture(scope="module")
+def metrics_dir(tmp_path_factory) -> Path:
+    """A runs/<preset>/ folder holding every file stage 06 reads, with fixture numbers."""
+    root = tmp_path_factory.mktemp("runs") / "fixture"
+    cfg = AblationConfig(fractions=[0.0, 0.1, 0.3], fraction_seeds=2, study_seeds=1)
+    studies = grid(cfg)
+    results = fake_results(["base_harmful", "base_decoy", "base_none", *studies["run"].unique()])
+    (root / "05_ablations").mkdir(parents=True)
+    studies.to_csv(root / "05_ablations/studies.csv", index=False)
+    results.to_csv(root / "05_ablations/results.csv", index=False)
+    (root / "05_ablations/summary.md").write_text("### fraction (mean ± sd over 2 seeds)\n\n| row |\n|--|\n| 0% |\n")
+    meta = {"model": "fixture", "prompt_format": "chat_template", "decoding": {"max_new_tokens": 8},
+            "judges": {"ASR typo": "paper_strmatch"}}  # fmt: skip
+    (root / "05_ablations/metrics.json").write_text(json.dumps(meta))
+    (root / "01_data_bias").mkdir()
+    pd.DataFrame({"dataset": ["mix", "safety"], "answers": [100, 20], "refusal_share/paper_strmatch": [0.01, 0.7]}).to_csv(root / "01_data_bias/stats.csv", index=False)  # fmt: skip
+    pd.DataFrame({"dataset": ["mix"] * 5 + ["safety"] * 5, "words": [3, 8, 12, 20, 40, 5, 6, 7, 9, 30]}).to_csv(root / "01_data_bias/answer_lengths.csv", index=False)  # fmt: skip
+    (root / "03_finetune/frac10").mkdir(parents=True)
+    (root / "03_finetune/frac10/log_history.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1 / s}) + "\n" for s in range(1, 6)))  # fmt: skip
+    (root / "04_eval").mkdir()
+    pd.DataFrame([{"model": "base", "benchmark": "xstest", "mode": "", "judge_a": "paper_strmatch", "judge_b": "xstest_strmatch",
+                   "n": 10, "agreement": 0.9, "kappa": 0.7}]).to_csv(root / "04_eval/agreement.csv", index=False)  # fmt: skip
+    return root
+
+
+def test_every_figure_and_the_table_are_written(metrics_dir, tmp_path):
+    paths = plots.build_figures(metrics_dir, tmp_path / "figs")
+    names = {p.name for p in paths}
+    for fig in ("data_bias", "asr_vs_fraction", "tradeoff", "modality_gap", "category_heatmap", "training_curves",
+                "judge_agreement"):  # fmt: skip
+        assert {f"{fig}.png", f"{fig}.pdf"} <= names
+    table = (tmp_path / "figs/results.md").read_text()
+    assert "Model: `fixture`" in table and "### fraction" in table
+
+
+def test_figures_are_byte_stable(metrics_dir, tmp_path):
+    first = {p.name: p.read_bytes() for p in plots.build_figures(metrics_dir, tmp_path / "a")}
+    second = {p.name: p.read_bytes() for p in plots.build_figures(metrics_dir, tmp_path / "b")}
+    assert first == second
+
+
+def test_asr_vs_fraction_draws_one_line_per_attack(metrics_dir):
+    results = plots.read_csv(metrics_dir / "05_ablations/results.csv")
+    studies = plots.read_csv(metrics_dir / "05_ablations/studies.csv")
+    ax = plots.plot_asr_vs_fraction(results, studies).axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == list(plots.ATTACKS.values())
+    assert "2 seeds" in ax.get_title() and "%" in ax.get_xlabel()
+
+
+def test_tradeoff_has_one_point_per_run(metrics_dir):
+    results = plots.read_csv(metrics_dir / "05_ablations/results.csv")
+    studies = plots.read_csv(metrics_dir / "05_ablations/studies.csv")
+    ax = plots.plot_tradeoff(results, studies).axes[0]
+    points = sum(len(c.get_offsets()) for c in ax.collections)
+    assert points == results["run"].nunique()
+
+
+def test_a_missing_metrics_file_names_the_stage(tmp_path):
+    with pytest.raises(FileNotFoundError, match="results.csv is missing"):
+        plots.build_figures(tmp_path, tmp_path / "figs")
+
+
+def test_the_figures_module_never_imports_torch():
+    code = "import sys, mllm_safety.plots; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
