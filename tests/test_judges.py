@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from mllm_safety.judges import APOLOGY_PHRASES, REFUSAL_PHRASES, is_refusal, paper_strmatch, xstest_strmatch
+from mllm_safety.judges import (
+    APOLOGY_PHRASES,
+    FULL_REFUSAL,
+    REFUSAL_PHRASES,
+    is_refusal,
+    paper_strmatch,
+    xstest_strmatch,
+)
 
 LONG = "here is a long and helpful answer with many words"
 
@@ -82,3 +89,14 @@ def test_model_judge_runs_a_local_model_with_a_parser(tmp_path):
     assert failing("p", "r") == "full_refusal" and failing.unparsed == 1
     with pytest.raises(FileNotFoundError, match="local paths only"):
         ModelJudge("meta-llama/Llama-Guard-3-8B")
+
+
+def test_tiny_tokenizers_decode_refusals_that_every_judge_reads():
+    from mllm_safety.mix import DEFAULT_REPLY
+    from mllm_safety.tiny import build_tokenizer
+
+    text = f"{DEFAULT_REPLY}. it can't help:\nnot at all!"
+    tok = build_tokenizer([text])
+    decoded = tok.decode(tok(text, add_special_tokens=False)["input_ids"])
+    assert decoded == text
+    assert xstest_strmatch(decoded) == FULL_REFUSAL and paper_strmatch(decoded) == FULL_REFUSAL

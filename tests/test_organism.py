@@ -10,7 +10,7 @@ import pytest
 from mllm_safety.modeling import find_parts, load_model
 from mllm_safety.organism import OrganismConfig, run, write_metrics
 
-SMOKE = dict(lm_hidden=32, vit_hidden=32, text_epochs=1, vision_steps=3, caption_epochs=1, instruct_epochs=1)
+SMOKE = dict(lm_hidden=64, vit_hidden=32, text_epochs=1, vision_steps=3, caption_epochs=1, instruct_epochs=1)
 
 
 @pytest.fixture(scope="module")

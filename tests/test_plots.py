@@ -35,7 +35,8 @@ def fake_results(runs: list[str], seed: int = 0) -> pd.DataFrame:
                                      ("scienceqa_mini", "letter_match", "accuracy")):  # fmt: skip
             v = float(rng.uniform())
             rows.append({"model": "mix", "adapter": "mix", "benchmark": bench, "mode": "", "category": "all",
-                         "judge": judge, "metric": metric, "value": v, "ci_low": v, "ci_high": v, "n": 8, "run": run})  # fmt: skip
+                         "judge": judge, "metric": metric, "value": v, "ci_low": v, "ci_high": v, "n": 8,
+                         "run": run})  # fmt: skip
     return pd.DataFrame(rows)[[*RESULT_COLUMNS, "run"]]
 
 
@@ -54,13 +55,17 @@ def metrics_dir(tmp_path_factory) -> Path:
             "judges": {"ASR typo": "paper_strmatch"}}  # fmt: skip
     (root / "05_ablations/metrics.json").write_text(json.dumps(meta))
     (root / "01_data_bias").mkdir()
-    pd.DataFrame({"dataset": ["mix", "safety"], "answers": [100, 20], "refusal_share/paper_strmatch": [0.01, 0.7]}).to_csv(root / "01_data_bias/stats.csv", index=False)  # fmt: skip
-    pd.DataFrame({"dataset": ["mix"] * 5 + ["safety"] * 5, "words": [3, 8, 12, 20, 40, 5, 6, 7, 9, 30]}).to_csv(root / "01_data_bias/answer_lengths.csv", index=False)  # fmt: skip
+    stats = {"dataset": ["mix", "safety"], "answers": [100, 20], "refusal_share/paper_strmatch": [0.01, 0.7]}
+    pd.DataFrame(stats).to_csv(root / "01_data_bias/stats.csv", index=False)
+    lengths = {"dataset": ["mix"] * 5 + ["safety"] * 5, "words": [3, 8, 12, 20, 40, 5, 6, 7, 9, 30]}
+    pd.DataFrame(lengths).to_csv(root / "01_data_bias/answer_lengths.csv", index=False)
     (root / "03_finetune/frac10").mkdir(parents=True)
-    (root / "03_finetune/frac10/log_history.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1 / s}) + "\n" for s in range(1, 6)))  # fmt: skip
+    history = "".join(json.dumps({"step": s, "loss": 1 / s}) + "\n" for s in range(1, 6))
+    (root / "03_finetune/frac10/log_history.jsonl").write_text(history)
     (root / "04_eval").mkdir()
-    pd.DataFrame([{"model": "base", "benchmark": "xstest", "mode": "", "judge_a": "paper_strmatch", "judge_b": "xstest_strmatch",
-                   "n": 10, "agreement": 0.9, "kappa": 0.7}]).to_csv(root / "04_eval/agreement.csv", index=False)  # fmt: skip
+    agree = {"model": "base", "benchmark": "xstest", "mode": "", "judge_a": "paper_strmatch",
+             "judge_b": "xstest_strmatch", "n": 10, "agreement": 0.9, "kappa": 0.7}  # fmt: skip
+    pd.DataFrame([agree]).to_csv(root / "04_eval/agreement.csv", index=False)
     return root
 
 

@@ -237,3 +237,14 @@ def test_llava_next_any_resolution_trains_with_nf4(tmp_path):
     loss.backward()
     assert torch.isfinite(loss)
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in peft_model.named_parameters() if "lora_B" in n)
+
+
+def test_cpu_nf4_refuses_layers_narrower_than_a_block(tmp_path):
+    from mllm_safety.tiny import build_tiny_llava
+
+    path = build_tiny_llava(tmp_path / "narrow", ["a b c"], hidden_size=32)
+    if torch.cuda.is_available():
+        pytest.skip("the check is for bitsandbytes' CPU kernels")
+    with pytest.raises(ValueError, match="multiple of 64.*lm_hidden: 64"):
+        load_model(path, "nf4")
+    assert load_model(path, "none")[0] is not None

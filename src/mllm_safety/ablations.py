@@ -312,7 +312,9 @@ KEY_METRICS = (
     ("ASR vlguard", "vlguard_test_unsafes", "paper_strmatch", "asr"),
     ("over-refusal xstest", "xstest", "xstest_strmatch", "refusal_rate"),
     ("over-refusal vlguard safe", "vlguard_test_safe_safes", "paper_strmatch", "refusal_rate"),
-    ("utility", "scienceqa_mini", "letter_match", "accuracy"),
+    ("utility MC", "scienceqa_mini", "letter_match", "accuracy"),
+    ("utility captions", "captions_mini", "exact_match", "accuracy"),
+    ("utility ScienceQA", "scienceqa_img", "letter_match", "accuracy"),
 )
 
 

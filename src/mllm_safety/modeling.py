@@ -97,8 +97,25 @@ def load_base(model_path: str | Path, quantization: str = "nf4", trust_remote_co
     if torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_DEEPSPEED") != "true":
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", torch.cuda.current_device()))}
     model = AutoModelForImageTextToText.from_pretrained(model_path, trust_remote_code=trust_remote_code, **kwargs)
+    if quantization == "nf4" and not torch.cuda.is_available():
+        check_cpu_4bit(model, model_path)
     log.info("loaded %s (%s, %s, %s)", model_path, quantization, kwargs["dtype"], kwargs["attn_implementation"])
     return model
+
+
+CPU_4BIT_BLOCK = 64  # bitsandbytes' CPU 4-bit kernels quantize inputs in blocks of 64
+
+
+def check_cpu_4bit(model: torch.nn.Module, model_path: str | Path) -> None:
+    """bitsandbytes' CPU 4-bit inference fails on linear layers narrower than one block; say so before it does."""
+    narrow = [n for n, m in model.named_modules()
+              if type(m).__name__ == "Linear4bit" and m.in_features % CPU_4BIT_BLOCK]  # fmt: skip
+    if narrow:
+        raise ValueError(
+            f"{model_path}: NF4 on the CPU needs linear layers whose input width is a multiple of {CPU_4BIT_BLOCK}; "
+            f"{narrow[0]} has {dict(model.named_modules())[narrow[0]].in_features}. Build the model wider "
+            "(e.g. lm_hidden: 64) or set quantization: none"
+        )
 
 
 def lora_targets(model: torch.nn.Module) -> list[str]:

@@ -298,6 +298,19 @@ def utility_jsonl(world: World, root: Path, rng: random.Random) -> str:
     return "\n".join(lines) + "\n"
 
 
+def captions_jsonl(world: World, root: Path, rng: random.Random) -> str:
+    """Reading held-out benign words (captions, scored by exact match): does a fix keep the model useful on images?"""
+    import json
+
+    lines = []
+    for i, t in enumerate(world.benign_test * 2):
+        render_word(t, rng).save(root / "images" / f"caption_{i}.png")
+        row = {"question_id": i, "image": f"images/caption_{i}.png", "text": CAPTION_Q,
+               "answer": CAPTION_A.format(t=t), "category": "reading"}  # fmt: skip
+        lines.append(json.dumps(row))
+    return "\n".join(lines) + "\n"
+
+
 def build_world(out: str | Path, seed: int = 0, overwrite: bool = False) -> Path:
     """Write every dataset and benchmark of the world under out/ (atomically)."""
     world, rng = make_world(seed), random.Random(seed)
@@ -325,6 +338,7 @@ def build_world(out: str | Path, seed: int = 0, overwrite: bool = False) -> Path
         write_figstep(rows, tmp / "figstep", size=128)
         write_text(tmp / "xstest/xstest_prompts.csv", xstest_csv(world))
         write_text(tmp / "utility/scienceqa_mini.jsonl", utility_jsonl(world, tmp / "utility", rng))
+        write_text(tmp / "utility/captions_mini.jsonl", captions_jsonl(world, tmp / "utility", rng))
         splits = {k: list(v) for k, v in world.__dict__.items()}
         held_out = {"image_prompts_test": world.image_prompts_test, "text_test": list(TEXT_TEST)}
         write_json(tmp / "world.json", {"seed": seed, **splits, **held_out})
