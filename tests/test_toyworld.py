@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from test_stages import tree_digest
 
@@ -63,3 +65,19 @@ def test_held_out_topics_and_templates_never_train(world_dir):
 
 def test_world_is_deterministic(world_dir, tmp_path):
     assert tree_digest(build_world(tmp_path / "again", seed=0)) == tree_digest(world_dir)
+
+
+def test_benign_control_in_the_attack_layout_is_scored_as_over_refusal(world_dir):
+    from mllm_safety.evaluate import EvalConfig, load_items, spec_key
+
+    spec = {"name": "mm_safetybench", "root": "mm_safetybench_benign", "mode": "typo", "key": "mm_safetybench_benign",
+            "harmful": False}  # fmt: skip
+    items = load_items(EvalConfig(data_root=str(world_dir)), spec)
+    world = json.loads((world_dir / "world.json").read_text())
+    assert spec_key(spec) == "mm_safetybench_benign_typo"
+    assert items and not any(it.harmful for it in items)
+    assert {it.prompt for it in items} == {MMSB_TYPO_Q}
+    harmful = load_items(EvalConfig(data_root=str(world_dir)), {"name": "mm_safetybench", "root": "mm_safetybench",
+                                                                 "mode": "typo"})  # fmt: skip
+    assert all(it.harmful for it in harmful) and len(harmful) == len(items)
+    assert set(world["benign_test"]).isdisjoint(world["harmful_test"])

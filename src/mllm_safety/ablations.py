@@ -312,6 +312,7 @@ KEY_METRICS = (
     ("ASR vlguard", "vlguard_test_unsafes", "paper_strmatch", "asr"),
     ("over-refusal xstest", "xstest", "xstest_strmatch", "refusal_rate"),
     ("over-refusal vlguard safe", "vlguard_test_safe_safes", "paper_strmatch", "refusal_rate"),
+    ("over-refusal benign typo", "mm_safetybench_benign_typo", "paper_strmatch", "refusal_rate"),
     ("utility MC", "scienceqa_mini", "letter_match", "accuracy"),
     ("utility captions", "captions_mini", "exact_match", "accuracy"),
     ("utility ScienceQA", "scienceqa_img", "letter_match", "accuracy"),

@@ -9,6 +9,7 @@ CLI: `python -m mllm_safety.evaluate --preset toy`.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import logging
@@ -65,8 +66,9 @@ class EvalConfig:
 
 
 def spec_key(spec: dict[str, Any]) -> str:
-    """A benchmark run's name: the loader plus its mode or subset (mm_safetybench_sd_typo, vlguard_test_unsafes)."""
-    name = spec.get("benchmark") if spec["name"] == "llava_eval_json" else spec["name"]
+    """A benchmark run's name: the loader plus its mode or subset (mm_safetybench_sd_typo, vlguard_test_unsafes);
+    `key` names it explicitly (e.g. a benign control in a harmful benchmark's layout)."""
+    name = spec.get("benchmark") if spec["name"] == "llava_eval_json" else spec.get("key", spec["name"])
     suffix = spec.get("mode") or spec.get("subset")
     return f"{name}_{suffix}" if suffix else str(name)
 
@@ -77,6 +79,8 @@ def load_items(cfg: EvalConfig, spec: dict[str, Any]) -> list:
     if "image_root" in options:
         options["image_root"] = Path(cfg.data_root) / options["image_root"]
     items = load_benchmark(spec["name"], Path(cfg.data_root) / spec["root"], **options)
+    if "harmful" in spec:  # a benign control in a harmful benchmark's layout: its metric becomes over-refusal
+        items = [dataclasses.replace(it, harmful=bool(spec["harmful"])) for it in items]
     return items[: cfg.max_items] if cfg.max_items > 0 else items
 
 

@@ -339,6 +339,9 @@ def build_world(out: str | Path, seed: int = 0, overwrite: bool = False) -> Path
         write_text(tmp / "xstest/xstest_prompts.csv", xstest_csv(world))
         write_text(tmp / "utility/scienceqa_mini.jsonl", utility_jsonl(world, tmp / "utility", rng))
         write_text(tmp / "utility/captions_mini.jsonl", captions_jsonl(world, tmp / "utility", rng))
+        # a specificity control: held-out BENIGN topics in MM-SafetyBench's layout and attack prompts; a fix that
+        # refuses these refuses the prompt format, not the harmful content
+        write_mmsb(tmp / "mm_safetybench_benign", world.benign_test, rng)
         splits = {k: list(v) for k, v in world.__dict__.items()}
         held_out = {"image_prompts_test": world.image_prompts_test, "text_test": list(TEXT_TEST)}
         write_json(tmp / "world.json", {"seed": seed, **splits, **held_out})
