@@ -10,10 +10,11 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from mllm_safety import train
+from mllm_safety.config import stage_config
 from mllm_safety.mixtures import MixConfig, official_mix_name
 from mllm_safety.modeling import add_lora, find_parts, load_model, lora_targets
 
-MIX = official_mix_name(MixConfig(sample_size1=20, sample_size2=50))
+MIX = official_mix_name(stage_config(MixConfig, "smoke"))  # the mixture that the mini_runs fixture writes
 
 
 def small_cfg(runs, data, model, **over) -> train.TrainConfig:
@@ -105,7 +106,7 @@ def test_nf4_end_to_end_train_save_reload_generate(tiny_model, mini_data, mini_r
     _, processor = load_model(tiny_model, "none")
     hook = Generate(prompt_inputs(processor, mini_data))
     metrics = train.train_mixture(cfg, MIX, callbacks=[hook])
-    assert metrics["steps"] == 4 and metrics["samples"] == 70 and metrics["trained_tokens"] > 0
+    assert metrics["steps"] == 4 and metrics["samples"] == 28 and metrics["trained_tokens"] > 0
     assert metrics["quantization"] == "nf4" and metrics["device"] == "cpu" and metrics["final_loss"] > 0
     adapter = tmp_path / "runs/smoke/03_finetune" / MIX / "adapter"
     weights = load_file(adapter / "adapter_model.safetensors")
