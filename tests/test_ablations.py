@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import rec
 
@@ -135,3 +136,39 @@ def test_control_alignments_wire_refusal_to_other_words():
     assert len(swapped) == len(mix) and sum(map(tw.is_replay, swapped)) == 3
     with pytest.raises(ValueError, match="alignment"):
         tw.text_alignment(world, "other")
+
+
+@pytest.fixture(scope="module")
+def smoke_organism(tmp_path_factory):
+    """A barely trained smoke-size organism in its world (seconds)."""
+    from mllm_safety.organism import OrganismConfig
+    from mllm_safety.organism import run as build
+
+    root = tmp_path_factory.mktemp("abl")
+    cfg = OrganismConfig(preset="smoke", runs_root=str(root / "org"), data_root=str(root / "data"),
+                         model_path=str(root / "base"), lm_hidden=64, vit_hidden=32, text_epochs=1, vision_steps=3,
+                         caption_epochs=1, instruct_epochs=1)  # fmt: skip
+    build(cfg)
+    return root, cfg
+
+
+def test_a_second_run_reuses_every_finished_run(smoke_organism, monkeypatch):
+    root, org = smoke_organism
+    cfg = ab.AblationConfig(preset="smoke", runs_root=str(root / "runs"), data_root=org.data_root,
+                            model_path=org.model_path, studies=["eos"], study_seeds=1)  # fmt: skip
+    first = ab.run(cfg)
+    assert set(first.grid["run"]) == {"frac10-s0", "frac10_eos_mask-off-s0"}
+    assert set(first.results["run"]) == {"base_harmful", "frac10-s0", "frac10_eos_mask-off-s0"}
+    adapter = cfg.stage_dir / "runs/frac10-s0/03_finetune/mix/adapter/adapter_model.safetensors"
+    stamp = adapter.stat().st_mtime_ns
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a finished run was built again")
+
+    monkeypatch.setattr(ab, "build_mix", forbidden)
+    monkeypatch.setattr(ab, "evaluate", forbidden)
+    monkeypatch.setattr("mllm_safety.train.load_model", forbidden)
+    second = ab.run(cfg)
+    assert adapter.stat().st_mtime_ns == stamp
+    pd.testing.assert_frame_equal(first.summary, second.summary)
+    assert (cfg.stage_dir / "summary.md").read_text().startswith("### eos")
