@@ -251,7 +251,7 @@ def run_one(cfg: AblationConfig, st: Stages, arm: Arm, seed: int, run: str) -> t
     run_dir = prepare_run_dir(mix.run_dir, {**to_dict(mix), "arm": dataclasses.asdict(arm)})
     if not mix_file.is_file():
         write_json(mix_file, build_mix(arm, mix, seed, run_dir))
-    cost = train_mixture(train, "mix")
+    cost = train_mixture(train, "mix", quiet=True)
     results = evaluate_once(ev).assign(run=run)
     return results, {"run": run, "arm": arm.key, "seed": seed, "model": train.model_path,
                      **{k: cost.get(k) for k in ("wall_time_s", "steps", "samples", "tokens_per_second",

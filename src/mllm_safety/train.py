@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Sampler
 from tqdm.auto import tqdm
-from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from .collate import Collator, Encoder, SampleSkipped, show_labels
@@ -189,8 +189,11 @@ def library_versions() -> dict[str, str]:
             "bitsandbytes": bitsandbytes.__version__, "python": sys.version.split()[0]}  # fmt: skip
 
 
-def train_mixture(cfg: TrainConfig, mix: str, callbacks: list[TrainerCallback] | None = None) -> dict[str, Any]:
-    """Fine-tune on one mixture; resumes from the last checkpoint; a finished run is reused, never overwritten."""
+def train_mixture(
+    cfg: TrainConfig, mix: str, callbacks: list[TrainerCallback] | None = None, quiet: bool = False
+) -> dict[str, Any]:
+    """Fine-tune on one mixture; resumes from the last checkpoint; a finished run is reused, never overwritten.
+    quiet: no per-step bar or log lines (the studies run dozens of these under their own progress bar)."""
     out = cfg.stage_dir / mix
     run_cfg = {**{k: v for k, v in to_dict(cfg).items() if k != "train_mixes"}, "mixture": mix}
     prepare_run_dir(out, run_cfg)
@@ -207,6 +210,7 @@ def train_mixture(cfg: TrainConfig, mix: str, callbacks: list[TrainerCallback] |
         model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.train_projector, cfg.gradient_checkpointing
     )
     args = training_arguments(cfg, out)
+    args.disable_tqdm = args.disable_tqdm or quiet
     sampler = ModalityLengthSampler(dataset.lengths, dataset.has_image, cfg.micro_batch_size, cfg.seed)
     trainer = SafetyTrainer(
         model=model, args=args, train_dataset=dataset, data_collator=Collator(processor.tokenizer.pad_token_id),
@@ -214,6 +218,8 @@ def train_mixture(cfg: TrainConfig, mix: str, callbacks: list[TrainerCallback] |
         sampler=sampler if cfg.group_by_modality_length else None,
         callbacks=callbacks,
     )  # fmt: skip
+    if quiet:
+        trainer.remove_callback(PrinterCallback)
     start = time.perf_counter()
     resume = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
     result = trainer.train(resume_from_checkpoint=resume)
