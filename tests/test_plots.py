@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from mllm_safety import plots
-from mllm_safety.ablations import AblationConfig, grid
+from mllm_safety.ablations import AblationConfig, grid, summarize
 from mllm_safety.metrics import RESULT_COLUMNS
 
 BENCHES = [("mm_safetybench_typo", "typo"), ("mm_safetybench_sd_typo", "sd_typo"), ("mm_safetybench_sd", "sd"),
@@ -50,7 +50,8 @@ def metrics_dir(tmp_path_factory) -> Path:
     (root / "05_ablations").mkdir(parents=True)
     studies.to_csv(root / "05_ablations/studies.csv", index=False)
     results.to_csv(root / "05_ablations/results.csv", index=False)
-    (root / "05_ablations/summary.md").write_text("### fraction (mean ± sd over 2 seeds)\n\n| row |\n|--|\n| 0% |\n")
+    runs = pd.DataFrame({"run": studies["run"].unique(), "steps": 10, "wall_time_s": 1.5})
+    summarize(studies, results, runs).to_csv(root / "05_ablations/summary.csv", index=False)
     meta = {"model": "fixture", "prompt_format": "chat_template", "decoding": {"max_new_tokens": 8},
             "judges": {"ASR typo": "paper_strmatch"}}  # fmt: skip
     (root / "05_ablations/metrics.json").write_text(json.dumps(meta))
@@ -76,7 +77,8 @@ def test_every_figure_and_the_table_are_written(metrics_dir, tmp_path):
                 "judge_agreement"):  # fmt: skip
         assert {f"{fig}.png", f"{fig}.pdf"} <= names
     table = (tmp_path / "figs/results.md").read_text()
-    assert "Model: `fixture`" in table and "### fraction" in table
+    assert "Model: `fixture`" in table and "### fraction (mean ± sd over 2 seeds)" in table
+    assert "train steps" in table and "train s " not in table  # wall time stays out of the committed table
 
 
 def test_figures_are_byte_stable(metrics_dir, tmp_path):

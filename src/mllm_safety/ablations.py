@@ -32,6 +32,7 @@ from .evaluate import run as evaluate
 from .files import write_json, write_text
 from .mix import REPLY_STYLES, restyle_replies, strip_image_tags
 from .mixtures import MixConfig, curated_baseline, load_sources, mix_by_fraction
+from .plots import summary_markdown
 from .train import TrainConfig, train_mixture
 from .vlguard import VLGUARD_VARIANTS, vlguard_variant
 
@@ -332,26 +333,15 @@ def key_metrics(results: pd.DataFrame) -> pd.DataFrame:
 
 def summarize(table: pd.DataFrame, results: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     """Per study and row: mean and standard deviation over seeds of every key metric and of training time."""
-    wide = key_metrics(results).join(runs.set_index("run")[["wall_time_s"]].rename(columns={"wall_time_s": "train s"}))
+    cost = runs.set_index("run")[["steps", "wall_time_s"]].rename(
+        columns={"steps": "train steps", "wall_time_s": "train s"}
+    )
+    wide = key_metrics(results).join(cost)
     merged = table[["study", "order", "row", "arm", "run"]].join(wide, on="run")
     metrics = [c for c in wide.columns]
     agg = merged.groupby(["study", "order", "row", "arm"], sort=False)[metrics].agg(["mean", "std", "count"])
     agg.columns = [f"{m} {s}" for m, s in agg.columns]
     return agg.reset_index()
-
-
-def summary_markdown(summary: pd.DataFrame) -> str:
-    """One markdown table per study: mean ± sd over seeds (n seeds in the header)."""
-    out = []
-    for study, part in summary.groupby("study", sort=False):
-        metrics = [c[: -len(" mean")] for c in part.columns if c.endswith(" mean")]
-        n = int(part[f"{metrics[0]} count"].max()) if metrics else 0
-        table = part[["row"]].copy()
-        for m in metrics:
-            pairs = zip(part[f"{m} mean"], part[f"{m} std"], strict=True)
-            table[m] = [f"{a:.2f} ± {b:.2f}" if b == b else f"{a:.2f}" for a, b in pairs]
-        out.append(f"### {study} (mean ± sd over {n} seeds)\n\n{table.to_markdown(index=False)}\n")
-    return "\n".join(out)
 
 
 def write_metrics(cfg: AblationConfig, res: AblationResult) -> dict[str, Any]:

@@ -243,6 +243,20 @@ def reference_runs(studies: pd.DataFrame) -> dict[str, str]:
     return refs
 
 
+def summary_markdown(summary: pd.DataFrame, skip: tuple[str, ...] = ()) -> str:
+    """One markdown table per study: mean ± sd over seeds (n seeds in the header); `skip` drops metrics."""
+    out = []
+    for study, part in summary.groupby("study", sort=False):
+        metrics = [c[: -len(" mean")] for c in part.columns if c.endswith(" mean") and c[: -len(" mean")] not in skip]
+        n = int(part[f"{metrics[0]} count"].max()) if metrics else 0
+        table = part[["row"]].copy()
+        for m in metrics:
+            pairs = zip(part[f"{m} mean"], part[f"{m} std"], strict=True)
+            table[m] = [f"{a:.2f} ± {b:.2f}" if b == b else f"{a:.2f}" for a, b in pairs]
+        out.append(f"### {study} (mean ± sd over {n} seeds)\n\n{table.to_markdown(index=False)}\n")
+    return "\n".join(out)
+
+
 def results_markdown(runs_dir: Path) -> str:
     """The README's results: the studies' summary, with the judge and decoding that produced the numbers."""
     ablations = runs_dir / "05_ablations"
@@ -250,7 +264,10 @@ def results_markdown(runs_dir: Path) -> str:
     head = (f"Model: `{meta['model']}`, prompt format `{meta['prompt_format']}`, decoding "
             f"`{json.dumps(meta['decoding'], sort_keys=True)}`; judges per column: "
             + ", ".join(f"{k} = `{v}`" for k, v in meta["judges"].items()) + ".\n\n")  # fmt: skip
-    return head + (ablations / "summary.md").read_text(encoding="utf-8")
+    summary = read_csv(ablations / "summary.csv")
+    # wall time varies from machine to machine; steps do not: the committed table must regenerate byte for byte
+    foot = "\nTraining wall time per run: `runs/<preset>/05_ablations/runs.csv` and `summary.csv`.\n"
+    return head + summary_markdown(summary, skip=("train s",)) + foot
 
 
 def build_figures(runs_dir: str | Path, out_dir: str | Path) -> list[Path]:
