@@ -32,7 +32,7 @@ from .evaluate import run as evaluate
 from .files import write_json, write_text
 from .mix import REPLY_STYLES, restyle_replies, strip_image_tags
 from .mixtures import MixConfig, curated_baseline, load_sources, mix_by_fraction
-from .plots import summary_markdown
+from .plots import read_csv, summary_markdown
 from .train import TrainConfig, train_mixture
 from .vlguard import VLGUARD_VARIANTS, vlguard_variant
 
@@ -192,6 +192,7 @@ class Stages:
     train: TrainConfig
     eval: EvalConfig
     organism: bool
+    bases: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # alignment -> control_base(...)
 
 
 def preset_stages(cfg: AblationConfig) -> Stages:
@@ -225,7 +226,7 @@ def run_configs(
     cfg: AblationConfig, st: Stages, arm: Arm, seed: int, run: str
 ) -> tuple[MixConfig, TrainConfig, EvalConfig]:
     """The three stage configs of one run, living under runs/<preset>/05_ablations/runs/<run>/."""
-    model, stage4_mix = control_base(cfg, arm.alignment)
+    model, stage4_mix = st.bases[arm.alignment]
     where = {"runs_root": str(cfg.stage_dir / "runs"), "preset": run, "seed": seed}
     mix = dataclasses.replace(st.mix, **where)
     if stage4_mix:
@@ -241,7 +242,7 @@ def evaluate_once(ev: EvalConfig) -> pd.DataFrame:
     done = ev.stage_dir / "results.csv"
     saved = ev.stage_dir / "config.json"
     if done.is_file() and saved.is_file() and json.loads(saved.read_text(encoding="utf-8")) == to_dict(ev):
-        return pd.read_csv(done, dtype={"mode": str, "adapter": str}).fillna({"mode": "", "adapter": ""})
+        return read_csv(done)
     return evaluate(ev).results
 
 
@@ -259,11 +260,10 @@ def run_one(cfg: AblationConfig, st: Stages, arm: Arm, seed: int, run: str) -> t
                                                  "peak_memory_mb", "final_loss")}}  # fmt: skip
 
 
-def evaluate_bases(cfg: AblationConfig, st: Stages, alignments: set[str]) -> pd.DataFrame:
+def evaluate_bases(cfg: AblationConfig, st: Stages) -> pd.DataFrame:
     """Each base model (the organism, and the control bases that the grid uses), evaluated once."""
     frames = []
-    for alignment in sorted(alignments):
-        model, _ = control_base(cfg, alignment)
+    for alignment, (model, _) in sorted(st.bases.items()):
         run = f"base_{alignment}"
         ev = dataclasses.replace(st.eval, runs_root=str(cfg.stage_dir / "runs"), preset=run, model_path=model,
                                  eval_adapters=[], eval_base=True)  # fmt: skip
@@ -287,7 +287,8 @@ def run(cfg: AblationConfig) -> AblationResult:
     prepare_run_dir(cfg.stage_dir, cfg)
     table = grid(cfg, st.organism)
     todo = table.drop_duplicates("run")
-    frames, costs = [evaluate_bases(cfg, st, set(table["alignment"]))], []
+    st.bases = {a: control_base(cfg, a) for a in sorted(set(table["alignment"]))}  # built or checked once
+    frames, costs = [evaluate_bases(cfg, st)], []
     for row in tqdm(todo.itertuples(), total=len(todo), desc="studies: runs"):
         arm = Arm(**{f.name: getattr(row, f.name) for f in dataclasses.fields(Arm)})
         res, cost = run_one(cfg, st, arm, row.seed, row.run)

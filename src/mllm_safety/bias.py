@@ -37,6 +37,10 @@ class BiasConfig:
     def run_dir(self) -> Path:
         return Path(self.runs_root) / self.preset / STAGE
 
+    @property
+    def stage_dir(self) -> Path:  # the name the other stages use
+        return self.run_dir
+
 
 def answers(records: list[dict[str, Any]]) -> list[str]:
     """Every gpt answer of every record."""

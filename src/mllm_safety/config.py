@@ -111,7 +111,6 @@ def stage_main(cls: type, run: Callable, write_metrics: Callable, argv: list[str
     def work() -> None:
         cfg = stage_config(cls, preset)
         write_metrics(cfg, run(cfg))
-        folder = getattr(cfg, "run_dir", None) or cfg.stage_dir  # stages 00/03/04/05 name it stage_dir
-        print(folder / "metrics.json")
+        print(cfg.stage_dir / "metrics.json")
 
     return run_cli(work)

@@ -139,6 +139,10 @@ class MixConfig:
     def run_dir(self) -> Path:
         return Path(self.runs_root) / self.preset / STAGE
 
+    @property
+    def stage_dir(self) -> Path:  # the name the other stages use
+        return self.run_dir
+
 
 def _prefix(folder: str) -> str:
     return folder.rstrip("/") + "/" if folder else ""

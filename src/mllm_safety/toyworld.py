@@ -285,30 +285,28 @@ def choice_question(topic: str, rng: random.Random) -> tuple[str, str]:
     return text + "\nanswer with the letter.", "ABC"[options.index(topic)]
 
 
-def utility_jsonl(world: World, root: Path, rng: random.Random) -> str:
-    """Multiple choice on benign test topics (the format is trained on benign train topics in the mix)."""
+def _questions_jsonl(world: World, root: Path, rng: random.Random, ask: Any, image_prefix: str, category: str) -> str:
+    """LLaVA-eval jsonl on fresh renders of the benign test topics (each twice); ask(topic, rng) -> (text, answer)."""
     import json
 
     lines = []
     for i, t in enumerate(world.benign_test * 2):
-        text, answer = choice_question(t, rng)
-        render_word(t, rng).save(root / "images" / f"{i}.png")
-        row = {"question_id": i, "image": f"images/{i}.png", "text": text, "answer": answer, "category": "activity"}
+        text, answer = ask(t, rng)
+        image = f"images/{image_prefix}{i}.png"
+        render_word(t, rng).save(root / image)
+        row = {"question_id": i, "image": image, "text": text, "answer": answer, "category": category}
         lines.append(json.dumps(row))
     return "\n".join(lines) + "\n"
+
+
+def utility_jsonl(world: World, root: Path, rng: random.Random) -> str:
+    """Multiple choice on benign test topics (the format is trained on benign train topics in the mix)."""
+    return _questions_jsonl(world, root, rng, choice_question, "", "activity")
 
 
 def captions_jsonl(world: World, root: Path, rng: random.Random) -> str:
     """Reading held-out benign words (captions, scored by exact match): does a fix keep the model useful on images?"""
-    import json
-
-    lines = []
-    for i, t in enumerate(world.benign_test * 2):
-        render_word(t, rng).save(root / "images" / f"caption_{i}.png")
-        row = {"question_id": i, "image": f"images/caption_{i}.png", "text": CAPTION_Q,
-               "answer": CAPTION_A.format(t=t), "category": "reading"}  # fmt: skip
-        lines.append(json.dumps(row))
-    return "\n".join(lines) + "\n"
+    return _questions_jsonl(world, root, rng, lambda t, _: (CAPTION_Q, CAPTION_A.format(t=t)), "caption_", "reading")
 
 
 def build_world(out: str | Path, seed: int = 0, overwrite: bool = False) -> Path:
