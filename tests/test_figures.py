@@ -150,6 +150,7 @@ def test_every_figure_and_the_table_are_written(metrics_dir, tmp_path):
         "category_heatmap",
         "training_curves",
         "judge_agreement",
+        "mis",
     ):
         assert {f"{fig}.png", f"{fig}.pdf"} <= names
     table = (tmp_path / "figs/results.md").read_text()
@@ -198,3 +199,67 @@ def test_tradeoff_has_one_point_per_run(metrics_dir):
 def test_a_missing_metrics_file_names_the_stage(tmp_path):
     with pytest.raises(FileNotFoundError, match="results.csv is missing"):
         plots.build_figures(tmp_path, tmp_path / "figs")
+
+
+def test_the_mis_panel_shows_the_base_and_each_fix_with_its_interval():
+    results = pd.DataFrame(
+        [
+            {
+                "run": "base_harmful",
+                "benchmark": b,
+                "category": "all",
+                "judge": "world_truth",
+                "metric": m,
+                "value": v,
+                "ci_low": v - 0.1,
+                "ci_high": v + 0.1,
+            }
+            for b, m, v in (
+                ("mis_easy", "asr", 0.9),
+                ("mis_hard", "asr", 0.8),
+                ("mis_benign_hard", "refusal_rate", 0.1),
+            )
+        ]
+        + [
+            {
+                "run": "base_harmful",
+                "benchmark": "mis_easy",
+                "category": "all",
+                "judge": "paper_strmatch",
+                "metric": "asr",
+                "value": 0.0,
+                "ci_low": 0.0,
+                "ci_high": 0.0,
+            }
+        ]
+    )
+    runs = pd.DataFrame({"run": ["base_harmful", "frac10-s0"], "role": ["base", "reference"]})
+    rows = ["benign rejection", "VLGuard multi_turn", "VLGuard single_turn", "MIS reasoning"]
+    intervals = pd.DataFrame(
+        [
+            {"study": "curated", "row": r, "metric": c, "mean": 0.5, "ci_low": 0.4, "ci_high": 0.6}
+            for r in rows
+            for c in plots.MIS_COLUMNS
+        ]
+        + [
+            {
+                "study": "fraction",
+                "row": "10% rejection",
+                "metric": "ASR mis easy",
+                "mean": 0.3,
+                "ci_low": 0.2,
+                "ci_high": 0.4,
+            }
+        ]
+    )
+    bars = plots.mis_bars(results, runs, intervals, "world_truth")
+    assert list(dict.fromkeys(bars["fix"])) == [
+        "base (no fix)",
+        "benign rejection",
+        "VLGuard multi_turn",
+        "MIS reasoning",
+    ]
+    assert len(bars) == 4 * 3  # every fix on every measure; other VLGuard variants and other studies left out
+    base = bars[bars["fix"] == "base (no fix)"].set_index("measure")
+    assert base.loc["MIS easy: ASR", "mean"] == 0.9 and base.loc["MIS easy: ASR", "ci_low"] == pytest.approx(0.8)
+    assert plots.mis_bars(results, runs, intervals.iloc[:0], "paper_strmatch")["mean"].tolist() == [0.0]

@@ -110,8 +110,10 @@ def test_notebooks_00_to_06_execute_headless_in_the_smoke_preset(tmp_path):
     figures = tmp_path / "figures/smoke"
     assert {p.stem for p in figures.glob("*.png")} == {p.stem for p in figures.glob("*.pdf")} and len(
         list(figures.glob("*.png"))
-    ) == 7
+    ) == 8
     assert (figures / "results.md").read_text().count("###") == 6
+    assert "MIS reasoning" in set(studies["row"])  # the curated study's MIS row, on the world's MIS-format data
+    assert {"mis_easy", "mis_hard", "mis_benign_hard"} <= set(results["benchmark"])
 
 
 @pytest.mark.notebook

@@ -183,7 +183,8 @@ def build_mix(arm: Arm, mix: MixConfig, seed: int, run_dir: Path) -> list[dict[s
         raise ValueError(f"rejection source must be one of {SOURCES}, got {arm.source!r}")
     pool = {
         "domain": {Path(mix.rejection_json).stem: rejection},
-        "in_distribution": {"in_distribution": [r for r in instruct if record_images(r)]},
+        # single-image records, like the distinct domain's, so that only where the images come from changes
+        "in_distribution": {"in_distribution": [r for r in instruct if len(record_images(r)) == 1]},
     }[arm.source]
     records = mix_by_fraction(
         {name: instruct}, pool, arm.fraction, mix.fraction_total, seed, mix.reply, mix.random_choose
@@ -383,16 +384,19 @@ KEY_METRICS = (
     ("ASR figstep", "figstep", "asr"),
     ("ASR vlguard", "vlguard_test_unsafes", "asr"),
     ("ASR plain", "mm_safetybench_plain_typo", "asr"),
+    ("ASR mis easy", "mis_easy", "asr"),
+    ("ASR mis hard", "mis_hard", "asr"),
     ("over-refusal xstest", "xstest", "refusal_rate"),
     ("over-refusal vlguard safe", "vlguard_test_safe_safes", "refusal_rate"),
     ("over-refusal benign typo", "mm_safetybench_benign_typo", "refusal_rate"),
     ("over-refusal benign plain", "mm_safetybench_benign_plain_typo", "refusal_rate"),
+    ("over-refusal mis benign", "mis_benign_hard", "refusal_rate"),
     ("utility MC", "scienceqa_mini", "accuracy"),
     ("utility captions", "captions_mini", "accuracy"),
     ("utility ScienceQA", "scienceqa_img", "accuracy"),
 )
 # columns also reported under the paper's string match when the headline judge is another one, labelled so
-BESIDE = ("ASR typo", "over-refusal benign typo")
+BESIDE = ("ASR typo", "over-refusal benign typo", "ASR mis easy", "ASR mis hard")
 PAPER = "paper_strmatch"
 
 
@@ -486,6 +490,13 @@ def interval_table(intervals: pd.DataFrame, study: str, metrics: tuple[str, ...]
 
 
 FORMAT_COLUMNS = ("ASR typo", "ASR plain", "over-refusal benign typo", "over-refusal benign plain")
+MIS_TABLE = (  # the curated study on two-image prompts: the headline judge, then the paper's string match
+    "ASR mis easy",
+    "ASR mis hard",
+    "over-refusal mis benign",
+    "ASR mis easy (paper_strmatch)",
+    "ASR mis hard (paper_strmatch)",
+)
 
 
 def format_table(summary: pd.DataFrame) -> pd.DataFrame:
@@ -527,7 +538,21 @@ def what_we_saw(summary: pd.DataFrame, metric: str = "ASR typo", intervals: pd.D
         lines.append(f"- **{study}** ({metric}, mean over seeds): {cells}.")
     if intervals is not None and not intervals.empty:
         lines.append(separated(intervals, ["0% rejection", "10% rejection", "30% rejection"], metric))
+        lines.append(mis_line(intervals))
     return "\n".join(line for line in lines if line)
+
+
+def mis_line(intervals: pd.DataFrame) -> str:
+    """The curated study on two-image prompts in one line: each fix's MIS easy and hard ASR with its interval
+    ("" when MIS was not in the studies)."""
+    part = intervals[(intervals["study"] == "curated") & intervals["metric"].isin(["ASR mis easy", "ASR mis hard"])]
+    if part.empty:
+        return ""
+    cells = [
+        f"{row} {' / '.join(f'{r.mean:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}]' for r in g.itertuples())}"
+        for row, g in part.sort_values(["order", "metric"]).groupby("row", sort=False)
+    ]
+    return f"- **Two images** (MIS easy / hard ASR, 95 % over seeds and items): {'; '.join(cells)}."
 
 
 def write_metrics(cfg: AblationConfig, res: AblationResult) -> dict[str, Any]:

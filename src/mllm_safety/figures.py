@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib as mpl
+import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
@@ -45,6 +46,12 @@ ATTACK_COLUMNS = {  # stage 05's column name -> benchmark key
     "ASR vlguard": "vlguard_test_unsafes",
 }
 MODES = {"text": "text only", "typo": "TYPO image", "sd": "SD image", "sd_typo": "SD+TYPO image"}
+MIS_COLUMNS = {  # stage 05's column -> (benchmark key, metric, label) of the multi-image panel
+    "ASR mis easy": ("mis_easy", "asr", "MIS easy: ASR"),
+    "ASR mis hard": ("mis_hard", "asr", "MIS hard: ASR"),
+    "over-refusal mis benign": ("mis_benign_hard", "refusal_rate", "benign pairs: refused"),
+}
+MIS_FIXES = ("benign rejection", "VLGuard multi_turn", "MIS reasoning")  # the curated study's rows it shows
 JUDGE = "paper_strmatch"  # the data-bias figure's judge (dataset answers), and the default headline judge
 
 
@@ -208,6 +215,53 @@ def plot_modality_gap(results: pd.DataFrame, runs: dict[str, list[str]], judge: 
         title="the vision-vs-text alignment gap, before and after the fix",
     )
     ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def mis_bars(results: pd.DataFrame, runs: pd.DataFrame, intervals: pd.DataFrame, judge: str) -> pd.DataFrame:
+    """(fix, measure, mean, ci_low, ci_high) of the multi-image panel: the base model from its own run (item
+    interval), each fix from the curated study (mean over seeds, seed-and-item interval)."""
+    o = overall(results, judge)
+    base = o[o["run"].isin(runs.loc[runs["role"] == "base", "run"])]
+    rows = []
+    for column, (bench, metric, label) in MIS_COLUMNS.items():
+        b = base[(base["benchmark"] == bench) & (base["metric"] == metric)]
+        if len(b):
+            cells = {"mean": b["value"].mean(), "ci_low": b["ci_low"].mean(), "ci_high": b["ci_high"].mean()}
+            rows.append({"fix": "base (no fix)", "measure": label, **cells})
+        part = intervals[(intervals["study"] == "curated") & (intervals["metric"] == column)]
+        for r in part[part["row"].isin(MIS_FIXES)].itertuples():
+            rows.append({"fix": r.row, "measure": label, "mean": r.mean, "ci_low": r.ci_low, "ci_high": r.ci_high})
+    return pd.DataFrame(rows, columns=["fix", "measure", "mean", "ci_low", "ci_high"])
+
+
+def plot_mis(results: pd.DataFrame, runs: pd.DataFrame, intervals: pd.DataFrame, judge: str = JUDGE) -> Figure:
+    """Multi-image safety (MIS's format): easy and hard ASR and benign pairs refused, for the base model and
+    each kind of fix at matched size, with 95 % intervals (seeds and items for the fixes, items for the base)."""
+    t = mis_bars(results, runs, intervals, judge)
+    fig = Figure(figsize=(6.5, 3.4))
+    ax = fig.subplots()
+    if t.empty:
+        ax.text(0.5, 0.5, "MIS was not evaluated in this preset's studies", ha="center", va="center")
+        ax.set_axis_off()
+        return fig
+    fixes = list(dict.fromkeys(t["fix"]))
+    measures = list(dict.fromkeys(t["measure"]))
+    width = 0.8 / len(fixes)
+    colors = sns.color_palette(PALETTE, len(fixes))
+    for k, fix in enumerate(fixes):
+        part = t[t["fix"] == fix].set_index("measure").reindex(measures)
+        x = np.arange(len(measures)) + (k - (len(fixes) - 1) / 2) * width
+        err = np.vstack([part["mean"] - part["ci_low"], part["ci_high"] - part["mean"]])
+        ax.bar(x, part["mean"], width, yerr=err, capsize=2, color=colors[k], label=fix, error_kw={"lw": 0.8})
+    ax.set_xticks(np.arange(len(measures)), measures)
+    ax.set(
+        ylabel=f"share of items ({judge})",
+        ylim=(0, 1.05),
+        title="two images per prompt: does the fix transfer? (95 % intervals)",
+    )
+    ax.legend(fontsize=7, ncols=2)
     fig.tight_layout()
     return fig
 
@@ -379,6 +433,7 @@ def build_figures(runs_dir: str | Path, out_dir: str | Path) -> list[Path]:
             results, studies, runs, read_table(abl / "intervals.csv"), judge
         ),
         "tradeoff": lambda: plot_tradeoff(results, studies, judge),
+        "mis": lambda: plot_mis(results, runs, read_table(abl / "intervals.csv"), judge),
         "modality_gap": lambda: plot_modality_gap(results, refs, judge),
         "category_heatmap": lambda: plot_category_heatmap(results, refs, judge=judge),
         "training_curves": lambda: plot_loss_curves(histories),

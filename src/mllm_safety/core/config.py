@@ -127,7 +127,7 @@ class OrganismConfig(StageConfig):
     lm_layers: Positive = 2
     vit_hidden: Positive = 128  # vision tower width
     text_epochs: NonNegative = 30  # stage 1
-    vision_steps: NonNegative = 2500  # stage 2
+    vision_steps: NonNegative = 3500  # stage 2
     caption_epochs: NonNegative = 20  # stage 3
     instruct_epochs: NonNegative = 20  # stage 4
     organism_lr: Rate = 1e-3
