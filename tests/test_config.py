@@ -9,7 +9,16 @@ from mllm_safety.core.config import BiasConfig, TrainConfig, load_preset, stage_
 from mllm_safety.core.files import DataFormatError
 from mllm_safety.core.runs import is_finished, start_run
 
-PRESETS = ["toy", "smoke", "llava-1.5-7b", "llava-1.5-7b-4gpu", "llava-next-7b", "qwen2.5-vl-7b", "internvl3-8b"]
+PRESETS = [
+    "toy",
+    "smoke",
+    "llava-1.5-7b",
+    "llava-1.5-7b-4gpu",
+    "llava-next-7b",
+    "qwen2.5-vl-7b",
+    "qwen2.5-vl-7b-full",
+    "internvl3-8b",
+]
 
 
 @pytest.mark.parametrize("preset", PRESETS)

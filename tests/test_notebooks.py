@@ -64,6 +64,7 @@ def test_every_preset_key_is_a_notebook_parameter_or_data_setting():
         "llava-1.5-7b-4gpu",
         "llava-next-7b",
         "qwen2.5-vl-7b",
+        "qwen2.5-vl-7b-full",
         "internvl3-8b",
     ):
         assert set(load_preset(preset)) <= declared | data_keys
@@ -125,7 +126,9 @@ def test_a_failing_notebook_names_itself_and_the_cell(tmp_path):
         run_notebook("01", str(path), tmp_path / "executed")
 
 
-@pytest.mark.parametrize("preset", ["toy", "smoke", "llava-1.5-7b", "llava-next-7b", "qwen2.5-vl-7b", "internvl3-8b"])
+@pytest.mark.parametrize(
+    "preset", ["toy", "smoke", "llava-1.5-7b", "llava-next-7b", "qwen2.5-vl-7b", "qwen2.5-vl-7b-full", "internvl3-8b"]
+)
 def test_a_notebook_run_has_the_config_of_the_cli_run(preset):
     """papermill overrides only the keys a preset sets; every other key keeps the notebook's default, which must
     then equal the config's own (otherwise a toy default leaks into a real preset's run)."""

@@ -315,3 +315,34 @@ def test_two_processes_reach_the_global_batch_and_its_steps(tiny_model, world_da
     assert (metrics["processes"], metrics["effective_batch"], metrics["samples"], metrics["steps"]) == (2, 16, 28, 2)
     stage = json.loads((runs / "smoke/03_qlora_finetune/metrics.json").read_text())
     assert stage[f"{MIX}/steps"] == 2  # written once, by rank 0
+
+
+def test_full_fine_tuning_trains_the_language_model_and_connector_and_stage_04_loads_it(
+    tiny_model, world_data, mini_runs, tmp_path
+):
+    from mllm_safety import evaluate
+    from mllm_safety.core.config import EvalConfig
+
+    with pytest.raises(ValueError, match="Fix: set quantization: none"):
+        small_cfg(mini_runs, world_data, tiny_model, finetune="full")
+    cfg = small_cfg(
+        mini_runs, world_data, tiny_model, runs_root=str(tmp_path / "runs"), finetune="full", quantization="none"
+    )
+    _link_mixes(tmp_path / "runs", mini_runs)
+    _, processor = load_model(tiny_model, "none")
+    hook = Generate(prompt_inputs(processor, world_data))
+    metrics = train.train_mixture(cfg, MIX, callbacks=[hook])
+    assert metrics["finetune"] == "full" and metrics["steps"] == 4
+    run = tmp_path / "runs/smoke/03_qlora_finetune" / MIX
+    assert (run / "model/config.json").is_file() and not (run / "adapter").exists()
+    before, after = load_file(Path(tiny_model) / "model.safetensors"), load_file(run / "model/model.safetensors")
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    for part in ("layers", "embed_tokens", "lm_head", "multi_modal_projector"):
+        assert any(part in k for k in changed), part
+    assert not any("vision_tower" in k for k in changed)  # the vision tower stays frozen
+    ev = EvalConfig(preset="smoke", runs_root=str(tmp_path / "runs"), model_path=str(tiny_model))
+    assert evaluate.adapter_path(ev, MIX) == run / "model"
+    model, _ = evaluate.load_for_eval(ev, MIX)
+    with torch.no_grad():
+        again = model.generate(**hook.inputs, max_new_tokens=8, do_sample=False).tolist()
+    assert hook.tokens is not None and again == hook.tokens

@@ -27,6 +27,7 @@ from .core.files import DataFormatError, write_json, write_text
 from .core.generation import Decoding, generate
 from .core.judges import ModelJudge, judge_rows, mis_judge
 from .core.metrics import agreement, mis_rates, results_table, score_utility, truth_agreement, truth_confusion
+from .core.runs import TRAINED, trained_weights
 from .core.tables import benchmark_label, display_label
 
 log = logging.getLogger(__name__)
@@ -64,20 +65,25 @@ def load_items(cfg: EvalConfig, spec: dict[str, Any]) -> list:
 
 
 def adapter_path(cfg: EvalConfig, adapter: str) -> Path:
-    """Where stage 03 saved the adapter trained on a mixture."""
-    return stage_dir(cfg.runs_root, cfg.preset, "qlora_finetune") / adapter / "adapter"
+    """Where stage 03 saved what it trained on a mixture: the adapter, or the whole model (full fine-tuning)."""
+    run = stage_dir(cfg.runs_root, cfg.preset, "qlora_finetune") / adapter
+    return trained_weights(run) or run / "adapter"
 
 
 def load_for_eval(cfg: EvalConfig, adapter: str | None):
     """The base model, with the stage-03 adapter of `adapter` applied (merged into the weights when the base is
-    unquantized and merge_adapters is on, as the official evaluation does)."""
+    unquantized and merge_adapters is on, as the official evaluation does); a fully fine-tuned run's own model."""
     from .core.modeling import load_model
 
+    weights = adapter_path(cfg, adapter) if adapter else None
+    if weights is not None and weights.name == TRAINED["full"][0]:  # full fine-tuning: the run's own model
+        model, processor = load_model(weights, cfg.eval_quantization, cfg.trust_remote_code)
+        return model.eval(), processor
     model, processor = load_model(cfg.model_path, cfg.eval_quantization, cfg.trust_remote_code)
-    if adapter:
+    if weights is not None:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, str(adapter_path(cfg, adapter)))
+        model = PeftModel.from_pretrained(model, str(weights))
         if cfg.merge_adapters and cfg.eval_quantization == "none":
             model = model.merge_and_unload()
     return model.eval(), processor

@@ -6,8 +6,9 @@ quantization lets it run on one GPU. Labels (what is trained, the rejection samp
 CLI: `python -m mllm_safety.qlora_finetune --preset toy`; several GPUs: `accelerate launch -m
 mllm_safety.qlora_finetune --preset ...`; merged weights: `python -m mllm_safety.qlora_finetune merge --base
 MODEL --adapter DIR --out DIR`. Every run lives in runs/<preset>/03_qlora_finetune/<mixture>/: adapter/ (peft
-format, the connector included when trained), checkpoints/ (resumable), config.json, log_history.jsonl,
-metrics.json.
+format, the connector included when trained) or, with `finetune: full` (every language-model and connector
+weight, MIS's recipe), model/ (a whole model with its processor), checkpoints/ (resumable), config.json,
+log_history.jsonl, metrics.json.
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ from .core.config import TrainConfig, stage_dir
 from .core.console import bar, inner_bars_enabled
 from .core.files import DataFormatError, write_json, write_text
 from .core.labels import Collator, Encoder, SampleSkipped, image_token_id, show_labels
-from .core.modeling import add_lora, find_parts, load_model, load_processor, merge_adapter
+from .core.modeling import add_lora, find_parts, full_finetune, load_model, load_processor, merge_adapter
 from .core.records import load_llava_json
-from .core.runs import is_finished, start_run
+from .core.runs import TRAINED, is_finished, start_run
 from .core.tables import display_label
 from .core.vocabulary import record_images
 
@@ -235,7 +236,8 @@ def train_mixture(
     quiet: no per-step bar or log lines (the studies run dozens of these under their own progress bar)."""
     out = cfg.stage_dir / mix
     run_cfg = {**{k: v for k, v in cfg.to_dict().items() if k != "train_mixes"}, "mixture": mix}
-    if is_finished(out, run_cfg) and (out / "adapter" / "adapter_config.json").is_file():
+    folder, marker = TRAINED[cfg.finetune]
+    if is_finished(out, run_cfg) and (out / folder / marker).is_file():
         log.info("%s is finished with this config; reusing it", out)
         return json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     if is_main_process():
@@ -246,9 +248,12 @@ def train_mixture(
     records = load_llava_json(mixture_path(cfg, mix), allow_duplicate_ids=True)
     dataset = MixtureDataset(records, encoder_for(cfg, processor))
     dataset.check_skips(mixture_path(cfg, mix), cfg.max_skipped_share)
-    model = add_lora(
-        model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.train_projector, cfg.gradient_checkpointing
-    )
+    if cfg.finetune == "full":
+        model = full_finetune(model, cfg.train_projector, cfg.gradient_checkpointing)
+    else:
+        model = add_lora(
+            model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.train_projector, cfg.gradient_checkpointing
+        )
     args = training_arguments(cfg, out)
     quiet = quiet or not inner_bars_enabled()
     args.disable_tqdm = args.disable_tqdm or quiet
@@ -272,7 +277,9 @@ def train_mixture(
     wall = time.perf_counter() - start
     if not trainer.is_world_process_zero():
         return {}
-    model.save_pretrained(out / "adapter")
+    model.save_pretrained(out / folder)
+    if cfg.finetune == "full":  # a whole model: it loads on its own, like the base
+        processor.save_pretrained(out / folder)
     history = trainer.state.log_history
     write_text(out / "log_history.jsonl", "".join(json.dumps(r) + "\n" for r in history))
     metrics = run_metrics(cfg, mix, trainer, dataset, len(records), wall, resume, seen_before)
@@ -329,6 +336,7 @@ def run_metrics(
         "preset": cfg.preset,
         "mixture": mix,
         "model": cfg.model_path,
+        "finetune": cfg.finetune,
         "quantization": cfg.quantization,
         "prompt_format": cfg.prompt_format,
         "image_aspect_ratio": cfg.image_aspect_ratio,

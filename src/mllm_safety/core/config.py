@@ -209,6 +209,9 @@ class TrainConfig(StageConfig):
     lora_alpha: Positive = 256
     lora_dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.05
     train_projector: bool = True  # the paper's LLaVA-1.5 recipe; False = their LLaMA-Factory recipe
+    finetune: Literal["lora", "full"] = (
+        "lora"  # full: every LM and connector weight, no adapter (needs quantization none)
+    )
     learning_rate: Rate = 2e-4
     projector_lr: Rate = 2e-5
     lr_scheduler: str = "cosine"
@@ -225,6 +228,11 @@ class TrainConfig(StageConfig):
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.finetune == "full" and self.quantization != "none":
+            raise ValueError(
+                f"finetune 'full' trains the weights themselves, which cannot be quantized ({self.quantization}). "
+                "Fix: set quantization: none, or finetune: lora"
+            )
         if self.global_batch_size % self.micro_batch_size:
             raise ValueError(
                 f"global_batch_size {self.global_batch_size} is not a multiple of micro_batch_size "

@@ -219,6 +219,19 @@ def add_lora(
     return get_peft_model(model, config)
 
 
+def full_finetune(model: torch.nn.Module, train_projector: bool, gradient_checkpointing: bool) -> torch.nn.Module:
+    """Make every weight of the language model trainable (and of the connector, unless train_projector is off);
+    the vision tower stays frozen, as in MIS's full fine-tuning recipe."""
+    parts = find_parts(model)
+    trained = (parts.decoder, parts.lm_head, *(parts.connectors if train_projector else ()))
+    for name, p in model.named_parameters():
+        p.requires_grad = any(name == t or name.startswith(t + ".") for t in trained)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    return model
+
+
 def merge_adapter(base: str | Path, adapter: str | Path, out: str | Path, dtype: torch.dtype = torch.bfloat16) -> Path:
     """Load the base unquantized, apply the adapter (and trained connector), merge, save model and processor."""
     from peft import PeftModel

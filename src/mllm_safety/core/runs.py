@@ -61,3 +61,15 @@ def start_run(run_dir: str | Path, cfg: Any, overwrite: bool = False, marker: st
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "config.json", current)
     return run_dir
+
+
+# what stage 03 saves per fine-tuning kind: (folder inside the run, the file that marks it complete)
+TRAINED = {"lora": ("adapter", "adapter_config.json"), "full": ("model", "config.json")}
+
+
+def trained_weights(run_dir: str | Path) -> Path | None:
+    """The weights a stage-03 run saved: its adapter/ (LoRA) or its whole model/ (full fine-tuning); None if none."""
+    for folder, marker in TRAINED.values():
+        if (Path(run_dir) / folder / marker).is_file():
+            return Path(run_dir) / folder
+    return None

@@ -298,7 +298,7 @@ def pair_alignment(refused: tuple[str, ...]) -> list[dict[str, Any]]:
         answer = pair_answer(t, refused)
         rows.append(_text_record(f"text_{a}_{b}", f"how do i use {a} with {b}?", answer, topic=t))
         for k, p in enumerate(PAIR_PROMPTS[::2]):
-            first, second = (a, b) if k % 2 == 0 else (b, a)
+            first, second = ordered((a, b), k)
             rows.append(_text_record(f"twin_{a}_{b}_{k}", f"{first}\n{second}\n{p}", answer, topic=t))
         rows.append(
             _text_record(f"twin_{a}_{b}_caption", f"{a}\n{b}\n{PAIR_CAPTION_Q}", PERCEIVE.format(a=a, b=b), topic=t)
