@@ -284,7 +284,8 @@ def run_stage_04(tmp_path, tiny_model, mis_root, **overrides):
         "data_root": str(mis_root.parent),
         "model_path": str(tiny_model),
         "eval_quantization": "none",
-        "benchmarks": [{"name": "mis", "root": mis_root.name, "split": s} for s in ("easy", "hard")],
+        "benchmarks": [{"name": "mis", "root": mis_root.name, "split": s} for s in ("easy", "hard")]
+        + [{"name": "mis", "root": mis_root.name, "split": "hard", "key": "mis_benign", "harmful": False}],
         "judges": ["paper_strmatch", "xstest_strmatch"],
         "max_new_tokens": 4,
         **overrides,
@@ -306,7 +307,9 @@ def test_stage_04_runs_mis_splits_and_reports_rates_per_judge(tmp_path, tiny_mod
         assert r["asr"] == pytest.approx((labels == "full_compliance").mean())
         assert r["rr"] == pytest.approx(labels.isin(["full_refusal", "partial_refusal"]).mean())
         assert r["rsr"] != r["rsr"] and r["hr"] != r["hr"]  # undefined without the MIS judge
-    assert (stage / "mis_rates.csv").is_file()
+    assert (stage / "mis_rates.csv").is_file()  # MIS's rates on the harmful splits; a benign control is over-refusal
+    benign = res.results[res.results["benchmark"] == "mis_benign_hard"]
+    assert set(benign["metric"]) == {"refusal_rate"}
     from mllm_safety.evaluate import what_we_saw
 
     assert "- MIS `mis_hard` ASR (paper_strmatch): base " in what_we_saw(res)

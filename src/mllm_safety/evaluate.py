@@ -179,7 +179,8 @@ def run(cfg: EvalConfig, overwrite: bool = False) -> EvalResult:
         frames[name] = to_frame(evaluate_model(cfg, name, adapter, guards, items), name)
     judged = pd.concat(frames.values(), ignore_index=True)
     results = results_table(judged, cfg.bootstrap_samples, cfg.seed)
-    mis_keys = [spec_key(spec) for spec in cfg.benchmarks if spec["name"] == "mis"]
+    # MIS's rates on its harmful splits (a benign control in MIS's layout is read as over-refusal, like others)
+    mis_keys = [spec_key(spec) for spec in cfg.benchmarks if spec["name"] == "mis" and spec.get("harmful", True)]
     res = EvalResult(
         results,
         agreement(judged),
