@@ -5,20 +5,19 @@ from __future__ import annotations
 
 import pytest
 
-from mllm_safety.core.config import BiasConfig, TrainConfig, load_preset, stage_dir, stage_folder, validate_preset
+from mllm_safety.core.config import (
+    BiasConfig,
+    TrainConfig,
+    load_preset,
+    shipped_presets,
+    stage_dir,
+    stage_folder,
+    validate_preset,
+)
 from mllm_safety.core.files import DataFormatError
 from mllm_safety.core.runs import is_finished, start_run
 
-PRESETS = [
-    "toy",
-    "smoke",
-    "llava-1.5-7b",
-    "llava-1.5-7b-4gpu",
-    "llava-next-7b",
-    "qwen2.5-vl-7b",
-    "qwen2.5-vl-7b-full",
-    "internvl3-8b",
-]
+PRESETS = shipped_presets()  # every file in params/
 
 
 @pytest.mark.parametrize("preset", PRESETS)

@@ -14,7 +14,7 @@ import yaml
 from conftest import REPO
 
 from mllm_safety.core.config import CONFIGS as BY_NAME
-from mllm_safety.core.config import STAGES, known_keys, load_preset
+from mllm_safety.core.config import STAGES, known_keys, load_preset, shipped_presets
 from mllm_safety.pipeline import NOTEBOOKS, ensure_data, run_notebook
 
 CONFIGS = {f"{i:02d}": BY_NAME[stage] for i, stage in enumerate(STAGES)}
@@ -57,16 +57,7 @@ def test_committed_stripped_valid_and_thin(stage):
 def test_every_preset_key_is_a_notebook_parameter_or_data_setting():
     declared = set().union(*(papermill.inspect_notebook(str(p)) for p in PATHS.values()))
     data_keys = {"world"}
-    for preset in (
-        "toy",
-        "smoke",
-        "llava-1.5-7b",
-        "llava-1.5-7b-4gpu",
-        "llava-next-7b",
-        "qwen2.5-vl-7b",
-        "qwen2.5-vl-7b-full",
-        "internvl3-8b",
-    ):
+    for preset in shipped_presets():
         assert set(load_preset(preset)) <= declared | data_keys
     assert declared | data_keys == known_keys() | {"preset"}
 
@@ -126,9 +117,7 @@ def test_a_failing_notebook_names_itself_and_the_cell(tmp_path):
         run_notebook("01", str(path), tmp_path / "executed")
 
 
-@pytest.mark.parametrize(
-    "preset", ["toy", "smoke", "llava-1.5-7b", "llava-next-7b", "qwen2.5-vl-7b", "qwen2.5-vl-7b-full", "internvl3-8b"]
-)
+@pytest.mark.parametrize("preset", [p for p in shipped_presets() if p != "llava-1.5-7b-4gpu"])
 def test_a_notebook_run_has_the_config_of_the_cli_run(preset):
     """papermill overrides only the keys a preset sets; every other key keeps the notebook's default, which must
     then equal the config's own (otherwise a toy default leaks into a real preset's run)."""

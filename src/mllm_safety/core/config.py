@@ -364,6 +364,11 @@ def known_keys() -> set[str]:
 # --- presets ---------------------------------------------------------------------------------------------------
 
 
+def shipped_presets() -> list[str]:
+    """The names of the presets in params/, sorted."""
+    return sorted(p.stem for p in (repo_root() / "params").glob("*.yaml"))
+
+
 def preset_path(preset: str) -> Path:
     """The path itself when given a .yaml file; else params/<preset>.yaml, or runs/presets/<preset>.yaml (a preset
     the pipeline derived with --set/--as)."""
@@ -373,8 +378,7 @@ def preset_path(preset: str) -> Path:
         shipped, derived = repo_root() / "params" / f"{preset}.yaml", Path("runs") / "presets" / f"{preset}.yaml"
         path = shipped if shipped.is_file() or not derived.is_file() else derived
     if not path.is_file():
-        names = sorted(p.stem for p in (repo_root() / "params").glob("*.yaml"))
-        raise FileNotFoundError(f"preset {preset!r}: {path} not found; available presets: {names}")
+        raise FileNotFoundError(f"preset {preset!r}: {path} not found; available presets: {shipped_presets()}")
     return path
 
 
