@@ -346,3 +346,112 @@ def test_full_fine_tuning_trains_the_language_model_and_connector_and_stage_04_l
     with torch.no_grad():
         again = model.generate(**hook.inputs, max_new_tokens=8, do_sample=False).tolist()
     assert hook.tokens is not None and again == hook.tokens
+
+
+# What the hand-written mapping (before the arguments were derived from TrainingArguments' fields) built for the two
+# presets, on one process: the literals were printed by that code, not computed from the new one.
+OLD_ARGUMENTS = {
+    "toy": {
+        "output_dir": "OUT/checkpoints",
+        "per_device_train_batch_size": 8,
+        "gradient_accumulation_steps": 2,
+        "num_train_epochs": 10.0,
+        "max_steps": -1,
+        "learning_rate": 0.002,
+        "lr_scheduler_type": "cosine",
+        "warmup_steps": 0.03,
+        "weight_decay": 0.0,
+        "logging_steps": 1,
+        "save_strategy": "steps",
+        "save_steps": 20,
+        "save_total_limit": 2,
+        "seed": 0,
+        "data_seed": 0,
+        "remove_unused_columns": False,
+        "dataloader_num_workers": 0,
+        "include_num_input_tokens_seen": "non_padding",
+        "gradient_checkpointing": False,  # core.modeling sets it on the model; the Trainer must not set it again
+    },
+    "llava-1.5-7b": {
+        "output_dir": "OUT/checkpoints",
+        "per_device_train_batch_size": 8,
+        "gradient_accumulation_steps": 16,
+        "num_train_epochs": 3.0,
+        "max_steps": -1,
+        "learning_rate": 0.0002,
+        "lr_scheduler_type": "cosine",
+        "warmup_steps": 0.03,
+        "weight_decay": 0.0,
+        "logging_steps": 1,
+        "save_strategy": "steps",
+        "save_steps": 50,
+        "save_total_limit": 2,
+        "seed": 0,
+        "data_seed": 0,
+        "remove_unused_columns": False,
+        "dataloader_num_workers": 0,
+        "include_num_input_tokens_seen": "non_padding",
+        "gradient_checkpointing": False,
+    },
+}
+
+
+@pytest.mark.parametrize("preset", sorted(OLD_ARGUMENTS))
+def test_training_arguments_are_those_of_the_hand_written_mapping(preset, monkeypatch):
+    import importlib.util
+
+    from transformers import TrainingArguments
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    args = train.training_arguments(TrainConfig.from_preset(preset), Path("OUT")).to_dict()
+    assert {k: args[k] for k in OLD_ARGUMENTS[preset]} == OLD_ARGUMENTS[preset]
+    cuda = torch.cuda.is_available()
+    machine = {"bf16": cuda and torch.cuda.is_bf16_supported(), "use_cpu": not cuda}  # the machine's, not the preset's
+    tensorboard = ["tensorboard"] if importlib.util.find_spec("tensorboard") else []
+    assert {k: args[k] for k in machine} == machine and args["report_to"] == tensorboard
+    # every other field keeps transformers' default (on this machine)
+    default = TrainingArguments(output_dir="OUT/checkpoints", **machine).to_dict()
+    others = set(args) - set(OLD_ARGUMENTS[preset]) - set(machine) - {"report_to"}
+    assert {k: args[k] for k in others} == {k: default[k] for k in others}
+
+
+def test_the_config_to_trainer_table_is_checked_against_the_real_dataclass():
+    from transformers import TrainingArguments
+
+    assert train.CONFIG_TO_TRAINER == {
+        "learning_rate": "learning_rate",
+        "lr_scheduler": "lr_scheduler_type",
+        "warmup_ratio": "warmup_steps",
+        "weight_decay": "weight_decay",
+        "num_epochs": "num_train_epochs",
+        "max_steps": "max_steps",
+        "micro_batch_size": "per_device_train_batch_size",
+        "save_steps": "save_steps",
+        "logging_steps": "logging_steps",
+        "seed": "seed",
+    }
+    ours = [f.name for f in dataclasses.fields(TrainConfig)]
+    theirs = {f.name for f in dataclasses.fields(TrainingArguments)}
+    assert set(train.FIXED) <= theirs and not set(train.FIXED) & set(train.CONFIG_TO_TRAINER.values())
+    # a transformers release that renamed a field: the module would not import
+    with pytest.raises(TypeError, match="TrainingArguments has no field 'lr_scheduler_type'"):
+        train.config_to_trainer(ours, theirs - {"lr_scheduler_type"})
+    with pytest.raises(TypeError, match="'output_dir' is set by both TrainConfig and FIXED"):
+        train.config_to_trainer([*ours, "output_dir"], theirs)
+
+
+def test_an_unknown_scheduler_fails_before_the_model_loads(tmp_path, monkeypatch):
+    from transformers import SchedulerType
+
+    def forbidden(*a, **k):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(train, "load_model", forbidden)
+    runs = tmp_path / "runs"
+    cfg = small_cfg(runs, tmp_path, tmp_path / "model", lr_scheduler="cosine_typo")
+    allowed = ", ".join(s.value for s in SchedulerType)
+    for call in (train.run, lambda c: train.train_mixture(c, MIX)):
+        with pytest.raises(DataFormatError) as err:
+            call(cfg)
+        assert str(err.value) == f"lr_scheduler 'cosine_typo' is not one of {allowed}"
+    assert not runs.exists()  # nothing written either
