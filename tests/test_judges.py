@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from mllm_safety.core.judges import (
@@ -163,3 +166,15 @@ def test_the_truth_judge_records_whether_the_help_is_about_the_items_topic():
     assert detail["label"] == "full_compliance" and detail["truth_topic"] == "golf"
     assert detail["item_topic"] == "phishing" and detail["on_topic"] is False
     assert judge_rows([{**row, "meta": {"key_phrase": "golf"}}], "world_truth")[0]["on_topic"] is True
+
+
+def test_the_judges_do_not_import_the_world_until_world_truth_is_looked_up():
+    code = (
+        "import sys\n"
+        "import mllm_safety.core.judges as j\n"
+        "print('mllm_safety.core.world' in sys.modules)\n"
+        "print(j.JUDGES['world_truth']('the image shows the word golf.'), 'world_truth' in j.TRUTH_DETAILS)\n"
+        "print('mllm_safety.core.world' in sys.modules, sorted(j.TRUTH_MIS_RATES))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == ["False", "other True", "True ['world_truth']"]

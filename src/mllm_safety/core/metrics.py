@@ -19,9 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .judges import FULL_COMPLIANCE, is_refusal
+from .judges import FULL_COMPLIANCE, TRUTH_MIS_RATES, is_refusal
 from .mis import MIS_RATES, mis_metrics, parse_mis_judgement
-from .world import MIS_TRUTH_RATES
 
 RESULT_COLUMNS = [
     "model",
@@ -218,8 +217,8 @@ def mis_rates(judged: pd.DataFrame, benchmarks: list[str], judge: str = "mis_jud
     for (model, bench, name), g in part.groupby(["model", "benchmark", "judge"], sort=True):
         if name == judge:
             rates = mis_metrics(parse_mis_judgement(o) for o in g["judge_output"])
-        elif name == "world_truth":  # the organism's ground truth gives all four, exactly
-            counts = g["truth_class"].map(MIS_TRUTH_RATES).fillna("hr").value_counts()
+        elif name in TRUTH_MIS_RATES:  # a ground truth (the organism's world_truth) gives all four, exactly
+            counts = g["truth_class"].map(TRUTH_MIS_RATES[name]).fillna("hr").value_counts()
             rates = {"n": len(g), **{r: counts.get(r, 0) / len(g) for r in MIS_RATES}, "unreadable": 0}
         elif name in ("letter_match", "exact_match"):
             continue
