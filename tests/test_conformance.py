@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from conftest import REPO
 
-from mllm_safety.core.conformance import COLUMNS, END_OF_TURN, UNSUPPORTED, check_family, markdown
+from mllm_safety.tools.conformance import COLUMNS, END_OF_TURN, UNSUPPORTED, check_family, markdown
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
-"""The house rules, read from the import statements: the library (core/) never imports a stage, a stage never
-imports a later stage, the figures stage never imports torch, and the package has no import cycle."""
+"""The house rules, read from the import statements: the library (core/) imports only core/ (never a stage, an
+entry point or a command-line tool of tools/), no stage imports a tool, a stage never imports a later stage, the
+figures stage never imports torch, and the package has no import cycle."""
 
 from __future__ import annotations
 
@@ -38,10 +39,31 @@ def stage_of(module: str) -> int | None:
     return STAGES.index(name) if name in STAGES else None
 
 
+def in_core(path: Path) -> bool:
+    return path.relative_to(PACKAGE).parts[0] == "core"
+
+
 def test_the_library_never_imports_a_stage_or_an_entry_point():
     for path, deps in GRAPH.items():
-        if "core" in path.relative_to(PACKAGE).parts:
-            assert all(d.startswith("mllm_safety.core") for d in deps), (path.name, deps)
+        if in_core(path):
+            outside = sorted(d for d in deps if d != "mllm_safety.core" and not d.startswith("mllm_safety.core."))
+            assert not outside, f"{path.relative_to(PACKAGE)}: core/ imports only core/, not {outside}"
+
+
+def test_the_library_never_imports_a_tool():
+    """tools/ (fixtures, replicas, reports) builds on core/; core/ never reaches back into it."""
+    for path, deps in GRAPH.items():
+        if in_core(path):
+            tools = sorted(d for d in deps if d == "mllm_safety.tools" or d.startswith("mllm_safety.tools."))
+            assert not tools, f"{path.relative_to(PACKAGE)}: the library imports the command-line tools {tools}"
+
+
+def test_no_stage_imports_a_tool():
+    for stage in STAGES:
+        path = PACKAGE / f"{stage}.py"
+        assert path in GRAPH, f"stage {stage!r} has no module {path}"
+        tools = sorted(d for d in GRAPH[path] if d == "mllm_safety.tools" or d.startswith("mllm_safety.tools."))
+        assert not tools, f"{path.name}: a stage imports the command-line tools {tools}"
 
 
 def test_a_stage_never_imports_a_later_stage():

@@ -15,8 +15,8 @@ from transformers import AutoProcessor
 
 from mllm_safety.core.images import expand_to_square, load_images, mean_colour
 from mllm_safety.core.labels import IGNORE_INDEX, Encoder, char_kinds
-from mllm_safety.core.replicas import build_replica
 from mllm_safety.core.vocabulary import DEFAULT_REPLY
+from mllm_safety.tools.replicas import build_replica
 
 # "A chat between ... the user's questions. USER: <image>\n" as LLaVA's tokenizer_image_token writes it (-200 = image)
 SYSTEM_USER_IMAGE = [

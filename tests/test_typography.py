@@ -18,13 +18,13 @@ from mllm_safety.core.typography import (
     MMSB_FONTS,
     figstep_image,
     find_font,
-    main,
     placeholder_picture,
     stack_sd_typo,
     typo_image,
     wrap_by_width,
 )
 from mllm_safety.data import load_benchmark
+from mllm_safety.tools.typography import main
 
 
 def ink(img: Image.Image) -> bool:

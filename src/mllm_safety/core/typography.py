@@ -1,5 +1,5 @@
 """Typographic attack images (REFERENCE.md §5) and whole benchmark folders in the FigStep and
-MM-SafetyBench layouts, which `load_benchmark` reads back. CLI: `python -m mllm_safety.core.typography`.
+MM-SafetyBench layouts, which `load_benchmark` reads back. CLI: `python -m mllm_safety.tools.typography`.
 
 Fonts: FigStep uses FreeMonoBold (Debian `fonts-freefont-ttf`), MM-SafetyBench copies use Arial. When a font
 is not installed we fall back to DejaVu (Debian `fonts-dejavu-core`), then to Pillow's bundled font; the font
@@ -8,14 +8,12 @@ actually used is written to `typography.json` in every folder we create.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
 import logging
 import os
 import random
 import shutil
-import sys
 import tempfile
 import textwrap
 from collections.abc import Callable
@@ -25,8 +23,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from .assets import asset_root
-from .benchmarks import FIGSTEP_COLUMNS, read_csv
-from .cli import run_cli
+from .benchmarks import FIGSTEP_COLUMNS
 from .files import write_json
 
 FONT_DIRS = ("/usr/share/fonts/truetype", "/usr/share/fonts", "/Library/Fonts", "C:/Windows/Fonts")
@@ -244,31 +241,3 @@ def write_mm_safetybench(
             write_json(tmp / "processed_questions" / f"{name}.json", questions, indent=4)
 
     return build_folder(Path(root), overwrite, fill, record_fonts)
-
-
-def read_rows(path: str | Path, required: tuple[str, ...]) -> list[dict[str, str]]:
-    """Rows of an input CSV, failing clearly on missing columns."""
-    return read_csv(Path(path), required)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """CLI: write a FigStep or MM-SafetyBench folder from a CSV of instructions / key phrases."""
-    p = argparse.ArgumentParser(prog="python -m mllm_safety.core.typography", description=__doc__)
-    p.add_argument("layout", choices=("figstep", "mm_safetybench"))
-    p.add_argument("--csv", required=True, help=f"figstep: columns {FIGSTEP_COLUMNS}; mm_safetybench: {MMSB_COLUMNS}")
-    p.add_argument("--out", required=True, help="the benchmark folder to create")
-    p.add_argument("--size", type=int, default=None, help="canvas size (figstep 760, SD pictures 1024)")
-    p.add_argument("--overwrite", action="store_true")
-    args = p.parse_args(argv)
-
-    def write() -> None:
-        if args.layout == "figstep":
-            print(write_figstep(read_rows(args.csv, FIGSTEP_COLUMNS), args.out, args.size or 760, args.overwrite))
-        else:
-            print(write_mm_safetybench(read_rows(args.csv, MMSB_COLUMNS), args.out, args.size or 1024, args.overwrite))
-
-    return run_cli(write)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

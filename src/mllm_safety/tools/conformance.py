@@ -6,7 +6,7 @@ single-turn, a multi-turn and a rejection record train exactly the answers and t
 and compared); a mixture with text-only and multi-turn records loses no record; NF4 training runs with a finite,
 falling loss; the adapter saves and reloads to the same outputs; batched greedy generation equals one item at a
 time; two images go into one prompt. A family that cannot pass a column says why.
-CLI: `python -m mllm_safety.core.conformance [families] --out docs/conformance.md`.
+CLI: `python -m mllm_safety.tools.conformance [families] --out docs/conformance.md`.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .benchmarks import EvalItem
-from .files import DataFormatError, write_text
-from .modeling import UNSUPPORTED as MODEL_UNSUPPORTED
+from ..core.benchmarks import EvalItem
+from ..core.files import DataFormatError, write_text
+from ..core.modeling import UNSUPPORTED as MODEL_UNSUPPORTED
 
 # family -> the text that ends an assistant turn in its chat template (the EOS where the template writes none)
 END_OF_TURN = {
@@ -85,13 +85,13 @@ class Checker:
     """Runs the columns for one replica folder (the model loaded in NF4 once, shared by the checks)."""
 
     def __init__(self, family: str, path: Path, images: Path):
-        from .modeling import load_model
+        from ..core.modeling import load_model
 
         self.family, self.path, self.images = family, path, images
         self.model, self.processor = load_model(path, "nf4")
 
     def encoder(self) -> Any:
-        from .labels import Encoder
+        from ..core.labels import Encoder
 
         return Encoder(self.processor, "chat_template", self.images, max_length=16384)
 
@@ -99,7 +99,7 @@ class Checker:
         return "ok" if self.processor.chat_template else "no chat template"
 
     def lora(self) -> str:
-        from .modeling import add_lora, find_parts
+        from ..core.modeling import add_lora, find_parts
 
         parts = find_parts(self.model)
         self.peft = add_lora(self.model, 8, 16, 0.0, train_projector=True, gradient_checkpointing=False)
@@ -108,7 +108,7 @@ class Checker:
         return "ok" if names and not outside else f"LoRA outside the language model: {outside[:2]}"
 
     def connector(self) -> str:
-        from .modeling import find_parts
+        from ..core.modeling import find_parts
 
         parts = find_parts(self.model)
         trainable = [n for n, p in self.peft.named_parameters() if p.requires_grad and "lora_" not in n]
@@ -116,7 +116,7 @@ class Checker:
         return "ok" if found else f"connector not found or not trained ({parts.connectors})"
 
     def labels(self) -> str:
-        from .labels import IGNORE_INDEX
+        from ..core.labels import IGNORE_INDEX
 
         eot = END_OF_TURN[self.family]
         for kind, (rec, answers) in RECORDS.items():
@@ -132,7 +132,7 @@ class Checker:
         return [rec for rec, _ in RECORDS.values()] + [text_only]
 
     def no_skips(self) -> str:
-        from .labels import SampleSkipped
+        from ..core.labels import SampleSkipped
 
         skipped = []
         for rec in self.mixture():
@@ -145,7 +145,7 @@ class Checker:
     def training(self, steps: int = 4) -> str:
         import torch
 
-        from .labels import Collator
+        from ..core.labels import Collator
 
         samples = [self.encoder().encode(r) for r in self.mixture()[:2]]  # two image records: one modality
         batch = Collator(self.processor.tokenizer.pad_token_id)(samples)
@@ -166,8 +166,8 @@ class Checker:
         import torch
         from peft import PeftModel
 
-        from .labels import Collator
-        from .modeling import load_base
+        from ..core.labels import Collator
+        from ..core.modeling import load_base
 
         batch = Collator(self.processor.tokenizer.pad_token_id)([self.encoder().encode(self.mixture()[0])])
         self.peft.eval()
@@ -189,7 +189,7 @@ class Checker:
         ]
 
     def batched(self) -> str:
-        from .generation import Decoding, generate_batch
+        from ..core.generation import Decoding, generate_batch
 
         model = self.peft if hasattr(self, "peft") else self.model
         model.eval()
@@ -199,7 +199,7 @@ class Checker:
         return "ok" if together == alone else f"batched {together} vs alone {alone}"
 
     def two_images(self) -> str:
-        from .generation import Decoding, generate_batch
+        from ..core.generation import Decoding, generate_batch
 
         pair = [str(self.images / "a.png"), str(self.images / "b.png")]
         item = EvalItem("p", "c", "c", "Compare the first and the second image.", pair, False)
@@ -260,8 +260,8 @@ def markdown(rows: list[Row]) -> str:
     from .replicas import REPLICAS
 
     title = (
-        "# Conformance matrix\n\nEvery family's replica through stage 03 and stage 04 code (`core.conformance`; "
-        "regenerate with `python -m mllm_safety.core.conformance --out docs/conformance.md`; `make test` fails when "
+        "# Conformance matrix\n\nEvery family's replica through stage 03 and stage 04 code (`tools.conformance`; "
+        "regenerate with `python -m mllm_safety.tools.conformance --out docs/conformance.md`; `make test` fails when "
         "this page is not what a run produces). Columns: " + ", ".join(COLUMNS) + " (see docs/models.md).\n\n"
     )
     head = title + "| family | stands for | " + " | ".join(COLUMNS) + " |\n|---|---|" + "---|" * len(COLUMNS) + "\n"
@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     from .replica_families import FAMILIES
     from .replicas import REPLICAS
 
-    p = argparse.ArgumentParser(prog="python -m mllm_safety.core.conformance", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m mllm_safety.tools.conformance", description=__doc__)
     p.add_argument("families", nargs="*", default=[*REPLICAS, *FAMILIES])
     p.add_argument("--out", help="write the table to this file")
     args = p.parse_args(argv)

@@ -6,7 +6,7 @@ train.json (Ads_303871, two records); MM-SafetyBench with 1024x1024 pictures abo
 (SD_TYPO images taller than wide), rendered by the benchmark's rule; FigStep at 760x760; XSTest; ScienceQA in
 LLaVA's llava_test_CQM-A.json layout with image and text-only questions; MIS's test root with its three split
 files and two images per item (a repeated id in easy), and its training file with two images per record. The
-folder names are those the real presets expect. CLI: `python -m mllm_safety.core.realshapes --out data/real-shapes`.
+folder names are those the real presets expect. CLI: `python -m mllm_safety.tools.realshapes --out data/real-shapes`.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from .benchmarks import MMSB_SCENARIOS
-from .cli import run_cli
-from .files import write_json, write_text
-from .typography import build_folder, write_figstep, write_mm_safetybench
+from ..core.benchmarks import MMSB_SCENARIOS
+from ..core.cli import run_cli
+from ..core.files import write_json, write_text
+from ..core.typography import build_folder, write_figstep, write_mm_safetybench
 
 OBJECTS = ("cup", "bicycle", "kite", "lamp", "chair", "boat", "clock", "umbrella", "guitar", "teapot")
 ORGANS = ("chest", "knee", "liver", "brain", "heart", "kidney")
@@ -216,7 +216,7 @@ def build(out: str | Path, seed: int = 0, overwrite: bool = False, scale: int = 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: build the real-shaped data_root."""
-    p = argparse.ArgumentParser(prog="python -m mllm_safety.core.realshapes", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m mllm_safety.tools.realshapes", description=__doc__)
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")

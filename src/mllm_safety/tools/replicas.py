@@ -3,9 +3,9 @@ image-processor settings of a named checkpoint, with only the layer sizes shrunk
 
 Tests of labels, preprocessing and generation, and the real presets' tiny-scale runs use replicas, so that what
 is checked is what a real model would see (576 image tokens for LLaVA-1.5, NeXT's any-resolution grid, the
-Llama-2 tokenizer's ids). The processing files live in `core/replica_specs/<checkpoint>/`; the tokenizers are
-built from registry packages (`core.assets`).
-CLI: `python -m mllm_safety.core.replicas llava-1.5 --out runs/replicas/llava-1.5` (`--full-size` keeps the
+Llama-2 tokenizer's ids). The processing files live in `tools/replica_specs/<checkpoint>/`; the tokenizers are
+built from registry packages (fetched by `tools.assets`, found through `core.assets`).
+CLI: `python -m mllm_safety.tools.replicas llava-1.5 --out runs/replicas/llava-1.5` (`--full-size` keeps the
 checkpoint's own layer sizes: a random-initialised model of the real shape, for GPU benchmarks).
 """
 
@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .assets import asset_file
-from .cli import run_cli
-from .files import DataFormatError, write_json
+from ..core.assets import asset_file
+from ..core.cli import run_cli
+from ..core.files import DataFormatError, write_json
 
 SPECS = Path(__file__).parent / "replica_specs"
 # layer sizes of every tiny replica: NF4 on the CPU needs linear inputs that are multiples of 64
@@ -55,7 +55,7 @@ def llama2_vocab_and_merges() -> tuple[list[str], list[tuple[str, str]]]:
     merges_b64 = re.search(r'const llama_merges_binary = "([^"]+)"', source)
     if not (vocab_b64 and merges_b64):
         raise DataFormatError(
-            "llama-tokenizer.js: no embedded vocabulary. Fix: `python -m mllm_safety.core.assets fetch`"
+            "llama-tokenizer.js: no embedded vocabulary. Fix: `python -m mllm_safety.tools.assets fetch`"
         )
     vocab = base64.b64decode(vocab_b64.group(1)).decode("utf-8").split("\n")
     raw = base64.b64decode(merges_b64.group(1))
@@ -165,7 +165,7 @@ def build_replica(family: str, out: str | Path, seed: int = 0, full_size: bool =
     """Write a replica folder (processing files, real tokenizer, random weights) and check that it loads."""
     from transformers import AutoProcessor
 
-    from .compat import allow_processors_without_video
+    from ..core.compat import allow_processors_without_video
     from .replica_families import FAMILIES
 
     out = Path(out)
@@ -225,8 +225,8 @@ def build_family(family: str, out: Path, seed: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: build a replica folder."""
-    p = argparse.ArgumentParser(prog="python -m mllm_safety.core.replicas", description=__doc__)
-    p.add_argument("family", help="llava-1.5, llava-next, or a family of core.replica_families")
+    p = argparse.ArgumentParser(prog="python -m mllm_safety.tools.replicas", description=__doc__)
+    p.add_argument("family", help="llava-1.5, llava-next, or a family of tools.replica_families")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--full-size", action="store_true", help="keep the checkpoint's layer sizes (GPU benchmarks)")

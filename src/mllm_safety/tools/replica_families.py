@@ -1,7 +1,7 @@
 """Tiny replicas of today's open MLLM families: for each, the checkpoint's tokenizer (a registry package's real
 tokenizer.json where one exists, trimmed or extended to the checkpoint's added tokens), its chat template
 (`replica_specs/<checkpoint>/chat_template.jinja`), its processor class and image-processor settings, and a model
-config with the real token ids and image geometry but tiny widths and depths. Used by `core.replicas`.
+config with the real token ids and image geometry but tiny widths and depths. Used by `tools.replicas`.
 
 Provenance, family by family, is in replica_specs/README.md; settings that could not be copied verbatim from a
 public file are marked "reconstructed" there.
@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .assets import asset_file
-from .compat import allow_processors_without_video
+from ..core.assets import asset_file
+from ..core.compat import allow_processors_without_video
 
 SPECS = Path(__file__).parent / "replica_specs"
 CLIP_MEAN, CLIP_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
