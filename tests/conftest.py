@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from mllm_safety.core.preset import Preset
 from mllm_safety.core.world import build_world
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,8 +76,7 @@ def tiny_model(tmp_path_factory) -> Path:
 def mini_runs(tmp_path_factory, world_data) -> Path:
     """runs/ with the smoke preset's stage-02 mixtures built from the world."""
     from mllm_safety import mix_rejection_data
-    from mllm_safety.core.config import MixConfig
 
     runs = tmp_path_factory.mktemp("runs")
-    mix_rejection_data.run(MixConfig.from_preset("smoke", data_root=str(world_data), runs_root=str(runs)))
+    mix_rejection_data.run(Preset.load("smoke", data_root=str(world_data), runs_root=str(runs)).mix)
     return runs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +17,7 @@ from mllm_safety.core.config import AblationConfig, MixConfig, OrganismConfig
 from mllm_safety.core.files import DataFormatError
 from mllm_safety.core.judges import FULL_REFUSAL, paper_strmatch
 from mllm_safety.core.mixing import restyle_replies, to_rejection
+from mllm_safety.core.preset import Preset
 from mllm_safety.core.vlguard import VLGUARD_VARIANTS
 from mllm_safety.core.vocabulary import DEFAULT_REPLY, IMAGE_TAG, REASONS, VARIED_REPLIES, record_images
 
@@ -75,7 +77,7 @@ def test_controls_need_an_organism_and_unknown_studies_fail():
 
 @pytest.fixture(scope="module")
 def mix_cfg(world_data, tmp_path_factory) -> MixConfig:
-    return MixConfig.from_preset("smoke", data_root=str(world_data), fraction_total=40, seed=0)
+    return Preset.load("smoke", data_root=str(world_data), fraction_total=40, seed=0).mix
 
 
 def rejections(records):
@@ -171,27 +173,25 @@ def smoke_organism(tmp_path_factory):
 
 def test_a_second_run_reuses_every_finished_run(smoke_organism, monkeypatch):
     root, org = smoke_organism
-    cfg = AblationConfig(
-        preset="smoke",
-        runs_root=str(root / "runs"),
-        data_root=org.data_root,
-        model_path=org.model_path,
-        studies=["eos"],
-        study_seeds=1,
-    )
-    first = ab.run(cfg)
+    where = {"runs_root": str(root / "runs"), "data_root": org.data_root, "model_path": org.model_path}
+    preset = Preset.load("smoke", **where, studies=["eos"], study_seeds=1, max_new_tokens=6)
+    cfg = preset.studies
+    first = ab.run(preset)
     assert set(first.grid["run"]) == {"frac10-s0", "frac10_eos_mask-off-s0"}
     assert set(first.results["run"]) == {"base_harmful", "frac10-s0", "frac10_eos_mask-off-s0"}
     adapter = cfg.stage_dir / "runs/frac10-s0/03_qlora_finetune/mix/adapter/adapter_model.safetensors"
     stamp = adapter.stat().st_mtime_ns
+    # a value given to the stage (here max_new_tokens; smoke.yaml says 8) is what its cells ran with
+    cell = json.loads((cfg.stage_dir / "runs/frac10-s0/04_evaluate/config.json").read_text())
+    assert cell["max_new_tokens"] == 6 and cell["model_path"] == org.model_path
 
     def forbidden(*args, **kwargs):
         raise AssertionError("a finished run was built again")
 
-    monkeypatch.setattr(ab, "build_mix", forbidden)
+    monkeypatch.setattr(ab.cells, "build_mix", forbidden)
     monkeypatch.setattr("mllm_safety.evaluate.run", forbidden)
     monkeypatch.setattr("mllm_safety.qlora_finetune.load_model", forbidden)
-    second = ab.run(cfg)
+    second = ab.run(preset)
     assert adapter.stat().st_mtime_ns == stamp
     pd.testing.assert_frame_equal(first.summary, second.summary)
     assert (cfg.stage_dir / "summary.md").read_text().startswith("### eos")
@@ -209,9 +209,7 @@ def test_the_curated_study_gains_an_mis_row_at_vlguards_size(tmp_path):
     assert rows["MIS reasoning"].key == "mis_reasoning"
     root = build_world(tmp_path / "world", seed=0)
     mis_train_file(root / "mis_train", 60)
-    mix = MixConfig.from_preset(
-        "smoke", data_root=str(root), fraction_total=40, mis_train_json="mis_train/mis_train.json"
-    )
+    mix = Preset.load("smoke", data_root=str(root), fraction_total=40, mis_train_json="mis_train/mis_train.json").mix
     vlguard = ab.build_mix(ab.Arm(0.1, curated="multi_turn"), mix, 0, tmp_path)
     recs = ab.build_mix(rows["MIS reasoning"], mix, 0, tmp_path)
     reasoning = [r for r in recs if r["source"] == "mis_train"]

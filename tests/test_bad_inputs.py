@@ -18,7 +18,7 @@ import yaml
 from conftest import REPO, rec, write_json
 
 from mllm_safety import data_bias, evaluate, figures, mix_rejection_data, pipeline, qlora_finetune
-from mllm_safety.core.config import load_preset
+from mllm_safety.core.preset import Preset, load_preset
 
 
 @dataclass
@@ -501,14 +501,13 @@ def write_docs() -> None:
     import tempfile
 
     from mllm_safety import mix_rejection_data as stage02
-    from mllm_safety.core.config import MixConfig
     from mllm_safety.core.world import build_world
 
     rows = []
     with tempfile.TemporaryDirectory() as base:
         data = build_world(Path(base) / "world")
         mixes = Path(base) / "mixes"
-        stage02.run(MixConfig.from_preset("smoke", data_root=str(data), runs_root=str(mixes)))
+        stage02.run(Preset.load("smoke", data_root=str(data), runs_root=str(mixes)).mix)
         for k, case in enumerate(CASES):
             tmp = Path(base) / f"case{k}"
             (tmp / "runs/smoke").mkdir(parents=True)

@@ -5,16 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from mllm_safety.core.config import (
-    BiasConfig,
-    TrainConfig,
-    load_preset,
-    shipped_presets,
-    stage_dir,
-    stage_folder,
-    validate_preset,
-)
+from mllm_safety.core.config import BiasConfig, TrainConfig, stage_dir, stage_folder
 from mllm_safety.core.files import DataFormatError
+from mllm_safety.core.preset import Preset, load_preset, shipped_presets, validate_preset
 from mllm_safety.core.runs import is_finished, start_run
 
 PRESETS = shipped_presets()  # every file in params/
@@ -51,7 +44,7 @@ def test_missing_preset_lists_available():
 def test_stage_config_takes_its_keys_and_the_preset_name(tmp_path):
     path = tmp_path / "mine.yaml"
     path.write_text("data_root: d\ntop_k: 3\nsample_size1: 5\n", encoding="utf-8")
-    cfg = BiasConfig.from_preset(str(path))
+    cfg = Preset.load(str(path)).bias
     assert (cfg.preset, cfg.data_root, cfg.top_k) == ("mine", "d", 3)
     assert cfg.stage_dir == stage_dir("runs", "mine", "data_bias") == stage_dir("runs", "mine", "data_bias")
     assert str(cfg.stage_dir) == "runs/mine/01_data_bias" and stage_folder("qlora_finetune") == "03_qlora_finetune"
@@ -92,3 +85,39 @@ def test_the_truth_judge_needs_the_world_and_the_headline_judge_must_run(tmp_pat
         DataFormatError, match=r"headline_judge 'world_truth' is not one of judges \['paper_strmatch'\]"
     ):
         validate_preset(str(path))
+
+
+def test_a_preset_name_with_dots_keeps_them():
+    """qwen2.5-vl-7b runs in runs/qwen2.5-vl-7b/, not runs/qwen2/ (a file stem would cut at the first dot)."""
+    assert Preset.load("qwen2.5-vl-7b").name == "qwen2.5-vl-7b"
+    assert str(Preset.load("llava-1.5-7b").train.stage_dir) == "runs/llava-1.5-7b/03_qlora_finetune"
+
+
+def test_a_preset_starts_from_its_base_and_a_loop_is_refused(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: smoke\ntop_k: 3\n", encoding="utf-8")
+    preset = Preset.load(str(tmp_path / "a.yaml"))
+    assert (preset.bias.top_k, preset.organism.lm_hidden, preset.train.num_epochs) == (3, 64, 1.0)  # smoke's, toy's
+    (tmp_path / "b.yaml").write_text("base: c\n", encoding="utf-8")
+    (tmp_path / "c.yaml").write_text("base: b\n", encoding="utf-8")
+    with pytest.raises(DataFormatError, match="bases form a loop"):
+        load_preset(str(tmp_path / "b.yaml"))
+
+
+def test_an_organism_presets_paths_follow_its_name():
+    """Renaming the organism preset (pipeline --as) moves its world and its model with it: nothing names toy."""
+    other = Preset.from_values("other", load_preset("toy"))
+    assert other.organism.model_path == other.studies.model_path == "runs/other/00_model_organism/model"
+    assert other.data.data_root == other.eval.data_root == "data/other"
+    assert Preset.load("toy").replace(runs_root="elsewhere").train.model_path == "elsewhere/toy/00_model_organism/model"
+    assert Preset.load("llava-1.5-7b").train.model_path == "llava-hf/llava-1.5-7b-hf"  # real presets name theirs
+
+
+def test_official_in_a_mixture_list_is_the_official_mixture_for_the_sizes():
+    toy = Preset.load("toy")
+    assert toy.train.train_mixes[0] == "40_llava_med_instruct_60k_inline_mention_100_llava_v1_5_mix665k"
+    resized = toy.replace(sample_size1=10)
+    assert (
+        resized.train.train_mixes[0]
+        == resized.eval.eval_adapters[0]
+        == ("10_llava_med_instruct_60k_inline_mention_100_llava_v1_5_mix665k")
+    )

@@ -79,7 +79,7 @@ def fake_intervals(studies: pd.DataFrame) -> pd.DataFrame:
     rng = np.random.default_rng(1)
     rows = []
     for (order, row), _ in studies[studies["study"] == "fraction"].groupby(["order", "row"]):
-        for column in plots.ATTACK_COLUMNS:
+        for column in plots.attack_columns():
             v = float(rng.uniform(0.2, 0.8))
             where = {"study": "fraction", "order": order, "row": row, "metric": column}
             rows.append({**where, "mean": v, "ci_low": v - 0.1, "ci_high": v + 0.1, "seeds": 2, "items": 12})
@@ -101,7 +101,13 @@ def metrics_dir(tmp_path_factory) -> Path:
         {"run": r, "arm": a, "seed": s, "steps": 10, "wall_time_s": 1.5}
         for r, a, s in zip(arms["run"], arms["arm"], arms["seed"], strict=True)
     ]
-    runs = run_table(cfg, studies, costs, {a: (f"model_{a}", None) for a in ("harmful", "decoy", "none")})
+    runs = run_table(
+        cfg.reference_fraction,
+        cfg.seed,
+        studies,
+        costs,
+        {a: (f"model_{a}", None) for a in ("harmful", "decoy", "none")},
+    )
     runs.to_csv(root / "05_ablations/runs.csv", index=False)
     study_summary(studies, results, runs).to_csv(root / "05_ablations/summary.csv", index=False)
     fake_intervals(studies).to_csv(root / "05_ablations/intervals.csv", index=False)
@@ -171,9 +177,9 @@ def test_asr_vs_fraction_draws_one_line_per_attack(metrics_dir):
     intervals = read_table(metrics_dir / "05_ablations/intervals.csv")
     ax = plots.plot_asr_vs_fraction(results, studies, runs, intervals).axes[0]
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels == list(plots.ATTACKS.values())
+    assert labels == list(plots.attack_labels().values())
     assert "2 seeds" in ax.get_title() and "%" in ax.get_xlabel()
-    assert len(ax.collections) == len(plots.ATTACKS)  # one seed-and-item band per attack
+    assert len(ax.collections) == len(plots.attack_labels())  # one seed-and-item band per attack
 
 
 def test_the_safety_figures_read_the_headline_judge(metrics_dir):
@@ -239,7 +245,7 @@ def test_the_mis_panel_shows_the_base_and_each_fix_with_its_interval():
         [
             {"study": "curated", "row": r, "metric": c, "mean": 0.5, "ci_low": 0.4, "ci_high": 0.6}
             for r in rows
-            for c in plots.MIS_COLUMNS
+            for c in plots.mis_columns()
         ]
         + [
             {
@@ -263,3 +269,24 @@ def test_the_mis_panel_shows_the_base_and_each_fix_with_its_interval():
     base = bars[bars["fix"] == "base (no fix)"].set_index("measure")
     assert base.loc["MIS easy: ASR", "mean"] == 0.9 and base.loc["MIS easy: ASR", "ci_low"] == pytest.approx(0.8)
     assert plots.mis_bars(results, runs, intervals.iloc[:0], "paper_strmatch")["mean"].tolist() == [0.0]
+
+
+def test_a_benchmark_added_to_the_catalogue_reaches_the_tables_and_a_figure(metrics_dir, monkeypatch):
+    """Adding a benchmark is one catalogue entry (plus its loader): its column appears in stage 05's key metrics
+    and summary, and the attack figure draws it, with no other table edited."""
+    from mllm_safety.ablations import key_metrics
+    from mllm_safety.core import catalogue
+
+    monkeypatch.setattr(catalogue, "_ENTRIES", dict(catalogue._ENTRIES))  # the test's entry stays in the test
+    catalogue.register(catalogue.Benchmark("fake_attack", "attack", "Fake attack", "ASR fake", figures=("attacks",)))
+    studies = read_table(metrics_dir / "05_ablations/studies.csv")
+    runs = read_table(metrics_dir / "05_ablations/runs.csv")
+    intervals = read_table(metrics_dir / "05_ablations/intervals.csv")
+    results = read_table(metrics_dir / "05_ablations/results.csv")
+    fake = results[results["benchmark"] == "figstep"].assign(benchmark="fake_attack", value=0.25)
+    results = pd.concat([results, fake], ignore_index=True)
+    assert (key_metrics(results)["ASR fake"] == 0.25).all()
+    assert (study_summary(studies, results, runs)["ASR fake mean"] == 0.25).all()
+    ax = plots.plot_asr_vs_fraction(results, studies, runs, intervals).axes[0]
+    assert "Fake attack" in [t.get_text() for t in ax.get_legend().get_texts()]
+    assert catalogue.benchmark_label("fake_attack") == "Fake attack"

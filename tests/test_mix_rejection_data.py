@@ -8,7 +8,9 @@ import random
 import pytest
 from conftest import rec, write_json
 
-from mllm_safety.core.mixing import choose_one_pair, mix_rejection_data, output_name
+from mllm_safety.core.mixing import choose_one_pair, mix_rejection_data
+from mllm_safety.core.names import output_name
+from mllm_safety.core.preset import Preset
 from mllm_safety.core.vocabulary import DEFAULT_REPLY
 from mllm_safety.mix_rejection_data import main
 
@@ -182,14 +184,13 @@ def mis_train_file(root, n: int):
 
 def test_mis_reasoning_mixture_has_vlguards_size_and_two_images_per_record(tmp_path):
     from mllm_safety import mix_rejection_data
-    from mllm_safety.core.config import MixConfig
     from mllm_safety.core.files import DataFormatError
     from mllm_safety.core.world import build_world
 
     root = build_world(tmp_path / "world", seed=0)
     mis_train_file(root / "mis_train", 60)
     values = {"data_root": str(root), "runs_root": str(tmp_path / "runs"), "mis_train_json": "mis_train/mis_train.json"}
-    mix_rejection_data.run(MixConfig.from_preset("smoke", **values))
+    mix_rejection_data.run(Preset.load("smoke", **values).mix)
     stage = tmp_path / "runs/smoke/02_mix_rejection_data"
     mis = json.loads((stage / "mis_reasoning.json").read_text())
     vlguard = json.loads((stage / "vlguard_multi_turn.json").read_text())
@@ -201,4 +202,4 @@ def test_mis_reasoning_mixture_has_vlguards_size_and_two_images_per_record(tmp_p
         assert len(r["image"]) == 2 and all((root / p).is_file() for p in r["image"])
         assert r["image"][0].startswith("mis_train/images/") and r["conversations"][0]["value"].count("<image>") == 2
     with pytest.raises(DataFormatError, match="needs mis_size 61 but the file has 60"):
-        mix_rejection_data.run(MixConfig.from_preset("smoke", **values, mis_size=61), overwrite=True)
+        mix_rejection_data.run(Preset.load("smoke", **values, mis_size=61).mix, overwrite=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+import shutil
 
 import nbformat
 import pandas as pd
@@ -14,7 +15,8 @@ import yaml
 from conftest import REPO
 
 from mllm_safety.core.config import CONFIGS as BY_NAME
-from mllm_safety.core.config import STAGES, known_keys, load_preset, shipped_presets
+from mllm_safety.core.config import STAGES, known_keys
+from mllm_safety.core.preset import Preset, load_preset, shipped_presets
 from mllm_safety.pipeline import NOTEBOOKS, ensure_data, run_notebook
 
 CONFIGS = {f"{i:02d}": BY_NAME[stage] for i, stage in enumerate(STAGES)}
@@ -74,8 +76,12 @@ def test_notebooks_00_to_06_execute_headless_in_the_smoke_preset(tmp_path):
     path = tmp_path / "smoke.yaml"
     path.write_text(yaml.safe_dump(preset), encoding="utf-8")
     ensure_data(str(path))
+    # a value edited in notebook 05's parameters reaches its cells: the same MIS file under another name
+    edited = "mis_train/mis_train_copy.json"
+    shutil.copy(tmp_path / "data/mis_train/mis_train.json", tmp_path / "data" / edited)
     for stage in sorted(NOTEBOOKS):
-        out = run_notebook(stage, str(path), tmp_path / "executed")
+        edits = {"mis_train_json": edited} if stage == "05" else {}
+        out = run_notebook(stage, str(path), tmp_path / "executed", edits)
         assert nbformat.read(out, as_version=4).cells[-1].outputs  # the last cell printed something
     runs = tmp_path / "runs/smoke"
     organism = json.loads((runs / "00_model_organism/metrics.json").read_text())
@@ -105,6 +111,8 @@ def test_notebooks_00_to_06_execute_headless_in_the_smoke_preset(tmp_path):
     ) == 8
     assert (figures / "results.md").read_text().count("###") == 6
     assert "MIS reasoning" in set(studies["row"])  # the curated study's MIS row, on the world's MIS-format data
+    cell = runs / "05_ablations/runs/mis_reasoning-s0/02_mix_rejection_data/config.json"
+    assert json.loads(cell.read_text())["mis_train_json"] == edited
     assert {"mis_easy", "mis_hard", "mis_benign_hard"} <= set(results["benchmark"])
 
 
@@ -117,14 +125,37 @@ def test_a_failing_notebook_names_itself_and_the_cell(tmp_path):
         run_notebook("01", str(path), tmp_path / "executed")
 
 
-@pytest.mark.parametrize("preset", [p for p in shipped_presets() if p != "llava-1.5-7b-4gpu"])
+@pytest.mark.parametrize("preset", shipped_presets())
 def test_a_notebook_run_has_the_config_of_the_cli_run(preset):
-    """papermill overrides only the keys a preset sets; every other key keeps the notebook's default, which must
-    then equal the config's own (otherwise a toy default leaks into a real preset's run)."""
+    """papermill injects the preset's effective value of every parameter (derived paths included) and the
+    notebook's set-up cell builds the whole preset from them: each section equals the CLI's, so no toy default
+    leaks into another preset's run."""
     from mllm_safety.pipeline import notebook_parameters
 
-    values = load_preset(preset)
+    cli = Preset.load(preset)
     for stage, path in PATHS.items():
         defaults = {k: ast.literal_eval(p["default"]) for k, p in papermill.inspect_notebook(str(path)).items()}
-        notebook = CONFIGS[stage].from_params({**defaults, **notebook_parameters(path, values, preset)})
-        assert notebook.to_dict() == CONFIGS[stage].from_preset(preset).to_dict(), (stage, preset)
+        notebook = Preset.from_params({**defaults, **notebook_parameters(path, cli)})
+        assert notebook.effective() == cli.effective(), (stage, preset)
+
+
+@pytest.mark.parametrize("stage", sorted(NOTEBOOKS))
+def test_a_notebook_imports_its_own_stage_and_the_library_only(stage):
+    """The layering rule for notebooks: NN_<name>.ipynb imports mllm_safety.<name> and the library (core/ and its
+    public loaders in mllm_safety.data), nothing else of the package (no other stage, no tool)."""
+    own = STAGES[int(stage)]
+    nb = nbformat.read(PATHS[stage], as_version=4)
+    found = set()
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        code = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))
+        for node in ast.walk(ast.parse(code)):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mllm_safety"):
+                names = [node.module] if node.module != "mllm_safety" else [f"mllm_safety.{a.name}" for a in node.names]
+                found |= set(names)
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names if a.name.startswith("mllm_safety")}
+    allowed = (f"mllm_safety.{own}", "mllm_safety.core", "mllm_safety.data")  # data: the library's public loaders
+    outside = sorted(m for m in found if not any(m == a or m.startswith(f"{a}.") for a in allowed))
+    assert found and not outside, (stage, outside)

@@ -13,12 +13,13 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from mllm_safety import qlora_finetune as train
-from mllm_safety.core.config import MixConfig, TrainConfig
+from mllm_safety.core.config import TrainConfig
 from mllm_safety.core.files import DataFormatError
 from mllm_safety.core.modeling import add_lora, find_parts, load_model, lora_targets
-from mllm_safety.mix_rejection_data import official_mix_name
+from mllm_safety.core.names import official_mix_name
+from mllm_safety.core.preset import Preset
 
-MIX = official_mix_name(MixConfig.from_preset("smoke"))  # the mixture that the mini_runs fixture writes
+MIX = official_mix_name(Preset.load("smoke").mix)  # the mixture that the mini_runs fixture writes
 
 
 def small_cfg(runs, data, model, **over) -> TrainConfig:
@@ -403,7 +404,7 @@ def test_training_arguments_are_those_of_the_hand_written_mapping(preset, monkey
     from transformers import TrainingArguments
 
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    args = train.training_arguments(TrainConfig.from_preset(preset), Path("OUT")).to_dict()
+    args = train.training_arguments(Preset.load(preset).train, Path("OUT")).to_dict()
     assert {k: args[k] for k in OLD_ARGUMENTS[preset]} == OLD_ARGUMENTS[preset]
     cuda = torch.cuda.is_available()
     machine = {"bf16": cuda and torch.cuda.is_bf16_supported(), "use_cpu": not cuda}  # the machine's, not the preset's

@@ -9,7 +9,7 @@ import yaml
 
 from mllm_safety import data_bias as bias
 from mllm_safety import mix_rejection_data as mixtures
-from mllm_safety.core.config import load_preset
+from mllm_safety.core.preset import load_preset
 
 
 def tree_digest(root: Path, pattern: str = "**/*") -> dict[str, str]:

@@ -21,14 +21,15 @@ from typing import Any
 import pandas as pd
 
 from .core.benchmarks import load_benchmark
+from .core.catalogue import benchmark_label
 from .core.cli import stage_main
 from .core.config import EvalConfig, stage_dir
 from .core.files import DataFormatError, write_json, write_text
 from .core.generation import Decoding, generate
 from .core.judges import ModelJudge, judge_rows, mis_judge
 from .core.metrics import agreement, mis_rates, results_table, score_utility, truth_agreement, truth_confusion
+from .core.names import display_label
 from .core.runs import TRAINED, trained_weights
-from .core.tables import benchmark_label, display_label
 
 log = logging.getLogger(__name__)
 TRUTH_COLUMNS = ("truth_class", "truth_topic", "item_topic", "on_topic", "exact")  # what world_truth adds

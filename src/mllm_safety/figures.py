@@ -15,59 +15,39 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-import matplotlib as mpl
 import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
+from .core import catalogue
+from .core.catalogue import benchmark_label
 from .core.cli import stage_main
 from .core.config import FigureConfig, stage_folder
 from .core.files import write_text
 from .core.metrics import metric_judge
-from .core.tables import benchmark_label, read_table, summary_markdown
+from .core.plots import PALETTE, plot_loss_curves, read_log_history, save, style
+from .core.tables import read_table, summary_markdown
 
 log = logging.getLogger(__name__)
-PALETTE = "colorblind"
-ATTACKS = {  # benchmark key -> label, for the safety figures
-    "mm_safetybench_typo": "MM-SafetyBench TYPO",
-    "mm_safetybench_sd_typo": "MM-SafetyBench SD+TYPO",
-    "mm_safetybench_sd": "MM-SafetyBench SD",
-    "mm_safetybench_text": "MM-SafetyBench text",
-    "figstep": "FigStep",
-    "vlguard_test_unsafes": "VLGuard unsafe",
-}
-ATTACK_COLUMNS = {  # stage 05's column name -> benchmark key
-    "ASR typo": "mm_safetybench_typo",
-    "ASR sd_typo": "mm_safetybench_sd_typo",
-    "ASR sd": "mm_safetybench_sd",
-    "ASR text": "mm_safetybench_text",
-    "ASR figstep": "figstep",
-    "ASR vlguard": "vlguard_test_unsafes",
-}
 MODES = {"text": "text only", "typo": "TYPO image", "sd": "SD image", "sd_typo": "SD+TYPO image"}
-MIS_COLUMNS = {  # stage 05's column -> (benchmark key, metric, label) of the multi-image panel
-    "ASR mis easy": ("mis_easy", "asr", "MIS easy: ASR"),
-    "ASR mis hard": ("mis_hard", "asr", "MIS hard: ASR"),
-    "over-refusal mis benign": ("mis_benign_hard", "refusal_rate", "benign pairs: refused"),
-}
 MIS_FIXES = ("benign rejection", "VLGuard multi_turn", "MIS reasoning")  # the curated study's rows it shows
 JUDGE = "paper_strmatch"  # the data-bias figure's judge (dataset answers), and the default headline judge
 
 
-def style() -> None:
-    """The one style of every figure: paper-size fonts, white grid, colour-blind-safe colours, fixed metadata."""
-    sns.set_theme(context="paper", style="whitegrid", palette=PALETTE, font="DejaVu Sans")
-    mpl.rcParams.update({"figure.dpi": 150, "savefig.dpi": 200, "pdf.fonttype": 42, "svg.hashsalt": "mllm-safety"})
+def attack_labels() -> dict[str, str]:
+    """Benchmark key -> label of the attacks the safety figures draw (core.catalogue, in its order)."""
+    return {b.key: b.label for b in catalogue.in_figure("attacks")}
 
 
-def save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
-    """PNG and PDF, with no timestamps or version strings, so reruns on the same metrics give the same bytes."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
-    fig.savefig(paths[0], metadata={"Software": None})
-    fig.savefig(paths[1], metadata={"CreationDate": None, "Creator": None, "Producer": None})
-    return paths
+def attack_columns() -> dict[str, str]:
+    """Stage 05's column name -> benchmark key, for the attacks the safety figures draw."""
+    return {b.column: b.key for b in catalogue.in_figure("attacks")}
+
+
+def mis_columns() -> dict[str, tuple[str, str, str]]:
+    """Stage 05's column -> (benchmark key, metric, label) of the multi-image panel."""
+    return {b.column: (b.key, b.metric, b.figure_label) for b in catalogue.in_figure("mis")}
 
 
 def overall(results: pd.DataFrame, judge: str = JUDGE) -> pd.DataFrame:
@@ -116,14 +96,15 @@ def plot_asr_vs_fraction(
 ) -> Figure:
     """ASR per attack benchmark vs rejection fraction: mean over seeds, with the 95 % interval over seeds and
     items (band), the base model (dashed) and the curated VLGuard baseline (dotted) as references."""
+    attacks = attack_labels()
     t = study_table(results, studies, "fraction", judge)
-    t = t[(t["metric"] == "asr") & t["benchmark"].isin(list(ATTACKS))].assign(
-        pct=lambda d: 100 * d["fraction"], attack=lambda d: d["benchmark"].map(ATTACKS)
+    t = t[(t["metric"] == "asr") & t["benchmark"].isin(list(attacks))].assign(
+        pct=lambda d: 100 * d["fraction"], attack=lambda d: d["benchmark"].map(attacks)
     )
     band = intervals_by_fraction(intervals, studies)
     fig = Figure(figsize=(6.5, 3.6))
     ax = fig.subplots()
-    colors = dict(zip(ATTACKS.values(), sns.color_palette(PALETTE, len(ATTACKS)), strict=True))
+    colors = dict(zip(attacks.values(), sns.color_palette(PALETTE, len(attacks)), strict=True))
     for attack, part in t.groupby("attack", sort=False):
         mean = part.groupby("pct")["value"].mean()
         ax.plot(mean.index, mean.to_numpy(), marker="o", ms=3, color=colors[attack], label=attack)
@@ -132,9 +113,9 @@ def plot_asr_vs_fraction(
     refs = overall(results, judge)
     for role, ls in (("base", "--"), ("vlguard", ":")):
         runs_of_role = list(runs.loc[runs["role"] == role, "run"])
-        part = refs[refs["run"].isin(runs_of_role) & (refs["metric"] == "asr") & refs["benchmark"].isin(list(ATTACKS))]
+        part = refs[refs["run"].isin(runs_of_role) & (refs["metric"] == "asr") & refs["benchmark"].isin(list(attacks))]
         for bench, value in part.groupby("benchmark")["value"].mean().items():
-            ax.axhline(value, ls=ls, lw=0.8, color=colors[ATTACKS[bench]])
+            ax.axhline(value, ls=ls, lw=0.8, color=colors[attacks[bench]])
     n = t.groupby("pct")["seed"].nunique().max() if len(t) else 0
     ax.set(
         xlabel="rejection samples in the fix mixture (% of records)",
@@ -151,7 +132,7 @@ def plot_asr_vs_fraction(
 
 def intervals_by_fraction(intervals: pd.DataFrame, studies: pd.DataFrame) -> pd.DataFrame:
     """The fraction study's seed-and-item intervals of the attack benchmarks' ASR, keyed by percent and attack."""
-    columns = {column: ATTACKS[bench] for column, bench in ATTACK_COLUMNS.items()}
+    columns = {column: attack_labels()[bench] for column, bench in attack_columns().items()}
     part = intervals[(intervals["study"] == "fraction") & intervals["metric"].isin(list(columns))]
     pct = studies[studies["study"] == "fraction"].drop_duplicates("row").set_index("row")["fraction"] * 100
     return part.assign(attack=part["metric"].map(columns), pct=part["row"].map(pct))
@@ -160,7 +141,7 @@ def intervals_by_fraction(intervals: pd.DataFrame, studies: pd.DataFrame) -> pd.
 def plot_tradeoff(results: pd.DataFrame, studies: pd.DataFrame, judge: str = JUDGE) -> Figure:
     """Safety vs over-refusal: one point per run (mean ASR over the image attacks vs XSTest safe-prompt refusal)."""
     o = overall(results, judge)
-    asr = o[(o["metric"] == "asr") & o["benchmark"].isin([b for b in ATTACKS if b != "mm_safetybench_text"])]
+    asr = o[(o["metric"] == "asr") & o["benchmark"].isin([b for b in attack_labels() if b != "mm_safetybench_text"])]
     xstest_judge = metric_judge("xstest", judge)
     over = results[
         (results["benchmark"] == "xstest")
@@ -225,7 +206,7 @@ def mis_bars(results: pd.DataFrame, runs: pd.DataFrame, intervals: pd.DataFrame,
     o = overall(results, judge)
     base = o[o["run"].isin(runs.loc[runs["role"] == "base", "run"])]
     rows = []
-    for column, (bench, metric, label) in MIS_COLUMNS.items():
+    for column, (bench, metric, label) in mis_columns().items():
         b = base[(base["benchmark"] == bench) & (base["metric"] == metric)]
         if len(b):
             cells = {"mean": b["value"].mean(), "ci_low": b["ci_low"].mean(), "ci_high": b["ci_high"].mean()}
@@ -299,20 +280,9 @@ def plot_category_heatmap(
         cbar_kws={"label": f"ASR ({judge})"},
     )
     n = int(r["n"].max()) if len(r) else 0
-    ax.set(xlabel="model", ylabel=f"scenario (n={n} items each)", title=f"{ATTACKS.get(benchmark, benchmark)}: ASR")
-    fig.tight_layout()
-    return fig
-
-
-def plot_loss_curves(histories: dict[str, pd.DataFrame]) -> Figure:
-    """Training loss per optimizer step, one line per run."""
-    frames = [h.dropna(subset=["loss"]).assign(run=name) for name, h in histories.items() if "loss" in h]
-    data = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"step": [], "loss": [], "run": []})
-    fig = Figure(figsize=(6, 3.2))
-    ax = fig.subplots()
-    sns.lineplot(data, x="step", y="loss", hue="run", palette=PALETTE, ax=ax)
-    ax.set(xlabel="optimizer step", ylabel="training loss (mean token cross-entropy)")
-    ax.legend(fontsize=6)
+    ax.set(
+        xlabel="model", ylabel=f"scenario (n={n} items each)", title=f"{attack_labels().get(benchmark, benchmark)}: ASR"
+    )
     fig.tight_layout()
     return fig
 
@@ -375,12 +345,6 @@ def plot_judge_agreement(agreement: pd.DataFrame) -> Figure:
 
 
 # --- reading the saved metrics and writing everything --------------------------------------------------------
-
-
-def read_log_history(path: str | Path) -> pd.DataFrame:
-    """A run's log_history.jsonl as a table (one row per logged step)."""
-    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-    return pd.DataFrame(rows)
 
 
 def reference_runs(runs: pd.DataFrame) -> dict[str, list[str]]:

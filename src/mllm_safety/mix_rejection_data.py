@@ -25,10 +25,10 @@ from .core.export import check_dataset_info, write_llamafactory
 from .core.files import DataFormatError, write_json, write_text
 from .core.judges import FULL_REFUSAL, paper_strmatch
 from .core.mis import load_mis_train
-from .core.mixing import Part, curated_baseline, mix_by_fraction, mix_parts, mix_with, output_name, rejection_share
+from .core.mixing import Part, curated_baseline, mix_by_fraction, mix_parts, mix_with, rejection_share
+from .core.names import display_label, fraction_mix_name, official_mix_name, output_name, vlguard_mix_name
 from .core.records import load_llava_json, load_vlguard, prefix_images
 from .core.runs import start_run
-from .core.tables import display_label
 from .core.vlguard import vlguard_variant
 from .core.vocabulary import DEFAULT_REPLY, record_images
 
@@ -50,12 +50,6 @@ def load_sources(cfg: MixConfig) -> tuple[list[dict], list[dict], list[dict]]:
         prefix_images(rejection, _prefix(cfg.rejection_image_dir)),
         prefix_images(vlguard, _prefix(cfg.vlguard_image_dir)),
     )
-
-
-def official_mix_name(cfg: MixConfig) -> str:
-    """The paper's mixture's name: the official output file name without .json."""
-    s1, s2 = Path(cfg.rejection_json).stem, Path(cfg.instruct_json).stem
-    return output_name(cfg.sample_size1, s1, cfg.sample_size2, s2, cfg.suffix, cfg.similar).removesuffix(".json")
 
 
 def load_mis_reasoning(cfg: MixConfig) -> list[dict]:
@@ -88,13 +82,13 @@ def build_mixtures(cfg: MixConfig) -> dict[str, list[dict]]:
     s1, s2 = Path(cfg.rejection_json).stem, Path(cfg.instruct_json).stem
     mixes = {official_mix_name(cfg): mix_with(cfg, rejection, instruct, s1, s2)}
     for frac in cfg.rejection_fractions:
-        mixes[f"frac_{frac * 100:g}pct"] = mix_by_fraction(
+        mixes[fraction_mix_name(frac)] = mix_by_fraction(
             {s2: instruct}, {s1: rejection}, frac, cfg.fraction_total, cfg.seed, cfg.reply, cfg.random_choose
         )
     benign_images = sorted({p for r in instruct for p in record_images(r)})
     for variant in cfg.vlguard_variants:
         curated = vlguard_variant(vlguard, variant, benign_images, cfg.seed)
-        mixes[f"vlguard_{variant}"] = curated_baseline(curated, instruct, cfg.baseline_instruct_size, cfg.seed, s2)
+        mixes[vlguard_mix_name(variant)] = curated_baseline(curated, instruct, cfg.baseline_instruct_size, cfg.seed, s2)
     mis = load_mis_reasoning(cfg)
     if mis:
         n_safety = len(vlguard_variant(vlguard, "multi_turn", benign_images, cfg.seed))

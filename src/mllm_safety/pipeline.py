@@ -18,9 +18,10 @@ from typing import Any
 import yaml
 
 from .core.cli import run_cli
-from .core.config import STAGES, DataConfig, load_preset, preset_name, repo_root, stage_folder, validate_preset
+from .core.config import STAGES, repo_root, stage_folder
 from .core.console import quiet_known_warnings
 from .core.files import DataFormatError, write_text
+from .core.preset import Preset, load_preset, preset_name, validate_preset
 
 log = logging.getLogger(__name__)
 NOTEBOOKS = {f"{i:02d}": f"{stage_folder(stage)}.ipynb" for i, stage in enumerate(STAGES)}
@@ -38,15 +39,16 @@ def derived_preset(preset: str, sets: list[str], name: str | None) -> str:
         if not sep:
             raise DataFormatError(f"--set {pair!r}: expected KEY=VALUE")
         values[key] = yaml.safe_load(value)
-    path = Path("runs") / "presets" / f"{name or preset_name(preset)}.yaml"
+    name = name or preset_name(preset)
+    Preset.from_values(name, values, f"{preset} with --set")  # checked before anything is written
+    path = Path("runs") / "presets" / f"{name}.yaml"
     write_text(path, yaml.safe_dump(values, sort_keys=False))
-    validate_preset(str(path))
     return str(path)
 
 
 def ensure_data(preset: str) -> Path:
     """Build the organism's world for presets that ask for it; otherwise check that data_root exists."""
-    cfg = DataConfig.from_preset(preset)
+    cfg = Preset.load(preset).data
     root = Path(cfg.data_root)
     if not root.exists() and cfg.world:
         from .core.world import build_world
@@ -58,30 +60,31 @@ def ensure_data(preset: str) -> Path:
     return root
 
 
-def notebook_parameters(notebook: Path, values: dict[str, Any], preset: str) -> dict[str, Any]:
-    """The preset values this notebook declares in its parameters cell, plus the preset name."""
+def notebook_parameters(notebook: Path, preset: Preset) -> dict[str, Any]:
+    """The preset's effective value of every name this notebook declares in its parameters cell (derived paths
+    and the preset's name included), so that the notebook runs what the CLI runs."""
     import papermill
 
     declared = set(papermill.inspect_notebook(str(notebook)))
-    params = {k: v for k, v in values.items() if k in declared}
-    return {**params, "preset": preset_name(preset)} if "preset" in declared else params
+    return {k: v for k, v in preset.effective().items() if k in declared}
 
 
-def run_notebook(stage: str, preset: str, out_dir: Path) -> Path:
-    """Execute one notebook with papermill; a failure raises RuntimeError naming the notebook and cell."""
+def run_notebook(stage: str, preset: str, out_dir: Path, edits: dict[str, Any] | None = None) -> Path:
+    """Execute one notebook with papermill (`edits`: parameters changed as a user would in the notebook); a failure
+    raises RuntimeError naming the notebook and cell."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
     root = repo_root()
     src = root / "notebooks" / NOTEBOOKS[stage]
-    values = validate_preset(preset)
+    values = Preset.load(preset)
     out = out_dir / NOTEBOOKS[stage]
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         papermill.execute_notebook(
             str(src),
             str(out),
-            parameters=notebook_parameters(src, values, preset),
+            parameters={**notebook_parameters(src, values), **(edits or {})},
             kernel_name=KERNEL,
             cwd=str(root),
             progress_bar=True,

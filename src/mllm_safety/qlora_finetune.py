@@ -37,9 +37,9 @@ from .core.console import bar, inner_bars_enabled
 from .core.files import DataFormatError, write_json, write_text
 from .core.labels import Collator, Encoder, SampleSkipped, image_token_id, show_labels
 from .core.modeling import add_lora, find_parts, full_finetune, load_model, load_processor, merge_adapter
+from .core.names import display_label
 from .core.records import load_llava_json
 from .core.runs import TRAINED, is_finished, start_run
-from .core.tables import display_label
 from .core.vocabulary import record_images
 
 log = logging.getLogger(__name__)

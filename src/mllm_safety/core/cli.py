@@ -13,9 +13,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from .config import StageConfig, validate_preset
+from .config import StageConfig
 from .console import quiet_known_warnings
 from .files import DataFormatError
+from .preset import Preset
 
 # Errors in what the user gave us (files, presets, sizes) and in the file system (a folder that cannot be written):
 # a CLI prints the message and exits 2, no traceback. Anything else is a bug and keeps its traceback.
@@ -57,16 +58,18 @@ def stage_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
     return p
 
 
-def stage_main(cls: type[StageConfig], run: Callable[..., Any], argv: list[str] | None, prog: str, doc: str) -> int:
-    """Validate the preset, run the stage, print the folder it wrote."""
+def stage_main(
+    cls: type[StageConfig], run: Callable[..., Any], argv: list[str] | None, prog: str, doc: str, whole: bool = False
+) -> int:
+    """Read the preset once, run the stage on its section (or on the whole preset), print the folder it wrote."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     quiet_known_warnings()
     args = stage_parser(prog, doc).parse_args(argv)
 
     def work() -> None:
-        validate_preset(args.preset)
-        cfg = cls.from_preset(args.preset)
-        run(cfg, overwrite=args.overwrite)
+        preset = Preset.load(args.preset)
+        cfg = preset.stage(cls.stage)
+        run(preset if whole else cfg, overwrite=args.overwrite)
         print(cfg.stage_dir)
 
     return run_cli(work)

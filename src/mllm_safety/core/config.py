@@ -1,16 +1,14 @@
-"""Presets and stage configs: `params/<preset>.yaml` holds flat keys, each the field of one stage's config below.
+"""Stage configs: each stage's settings, one frozen dataclass validated by pydantic per stage.
 
-Every config is a frozen dataclass validated by pydantic: unknown keys, wrong types and out-of-range values are
-errors that name the preset file and the key (YAML's `1e-3` is read as a number, as one would expect). The
-stage table `STAGES` names every stage once; `stage_dir` turns a name into its run folder, for writers and
-readers alike. The configs live here, not in the stage modules, so that a preset is checked without importing
-a stage (or torch).
+Wrong types and out-of-range values are errors naming the key (YAML's `1e-3` is read as the number it means).
+A preset (core.preset) fills every config at once. The stage table `STAGES` names every stage once; `stage_dir`
+turns a name into its run folder, for writers and readers alike. The configs live here, not in the stage
+modules, so that a preset is checked without importing a stage (or torch).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import os
 from dataclasses import field
@@ -18,10 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import pydantic
-import yaml
 from pydantic import ConfigDict, Field
-
-from .files import DataFormatError
 
 T = TypeVar("T")
 # The pipeline's stages in order: notebook NN_<name>.ipynb, module mllm_safety.<name>, run folder NN_<name>/.
@@ -32,6 +27,7 @@ Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 Rate = Annotated[float, Field(gt=0.0)]
 Quantization = Literal["nf4", "int8", "none"]
 PromptFormatName = Literal["vicuna_v1", "llava_v1", "chat_template"]
+DEFAULT_MODEL = "llava-hf/llava-1.5-7b-hf"  # the paper's model; organism presets derive theirs (core.preset)
 
 
 def stage_folder(stage: str) -> str:
@@ -89,15 +85,6 @@ class StageConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in params.items() if k in names})
 
-    @classmethod
-    def from_preset(cls: type[T], preset: str, **overrides: Any) -> T:
-        """The config from a preset file's keys that this stage knows, plus explicit overrides."""
-        values = {**load_preset(preset), "preset": preset_name(preset), **overrides}
-        try:
-            return cls.from_params(values)  # type: ignore[attr-defined]
-        except pydantic.ValidationError as e:
-            raise DataFormatError(f"{preset_path(preset)}: " + "; ".join(problems(e))) from None
-
     def to_dict(self) -> dict[str, Any]:
         """The config as a JSON-ready dict (what config.json holds)."""
         return json.loads(json.dumps(dataclasses.asdict(self), default=str))  # type: ignore[call-overload]
@@ -121,7 +108,7 @@ class OrganismConfig(StageConfig):
     preset: str = "toy"
     runs_root: str = "runs"
     data_root: str = "data/toy"
-    model_path: str = "runs/toy/00_model_organism/model"
+    model_path: str = DEFAULT_MODEL  # organism presets: derived, runs/<preset>/00_model_organism/model
     seed: int = 0
     lm_hidden: Positive = 128  # language model width
     lm_layers: Positive = 2
@@ -196,7 +183,7 @@ class TrainConfig(StageConfig):
     preset: str = "toy"
     runs_root: str = "runs"
     data_root: str = "data/toy"  # images in the mixtures are relative to it
-    model_path: str = "llava-hf/llava-1.5-7b-hf"  # hub id or local folder
+    model_path: str = DEFAULT_MODEL  # hub id or local folder
     train_mixes: list[str] = field(default_factory=list)  # mixture names from stage 02 (one adapter each)
     quantization: Quantization = "nf4"
     trust_remote_code: bool = False
@@ -270,7 +257,7 @@ class EvalConfig(StageConfig):
     preset: str = "toy"
     runs_root: str = "runs"
     data_root: str = "data/toy"
-    model_path: str = "llava-hf/llava-1.5-7b-hf"
+    model_path: str = DEFAULT_MODEL
     eval_quantization: Quantization = "none"  # the official evaluation: half precision, LoRA merged
     merge_adapters: bool = True  # fold the LoRA into the weights before generating (unquantized bases only)
     trust_remote_code: bool = False
@@ -318,7 +305,7 @@ class AblationConfig(StageConfig):
     preset: str = "toy"
     runs_root: str = "runs"
     data_root: str = "data/toy"
-    model_path: str = "runs/toy/00_model_organism/model"
+    model_path: str = DEFAULT_MODEL  # the base every fix starts from
     seed: int = 0
     studies: list[Literal["fraction", "eos", "reply", "images", "source", "curated", "format", "controls"]] = field(
         default_factory=lambda: ["fraction", "eos", "reply", "images", "source", "curated", "format", "controls"]
@@ -359,80 +346,3 @@ CONFIGS: dict[str, type] = {
 def known_keys() -> set[str]:
     """Every key a preset may set: the union of the stage configs' fields (minus the injected preset name)."""
     return set().union(*({f.name for f in dataclasses.fields(c)} for c in (DataConfig, *CONFIGS.values()))) - {"preset"}
-
-
-# --- presets ---------------------------------------------------------------------------------------------------
-
-
-def shipped_presets() -> list[str]:
-    """The names of the presets in params/, sorted."""
-    return sorted(p.stem for p in (repo_root() / "params").glob("*.yaml"))
-
-
-def preset_path(preset: str) -> Path:
-    """The path itself when given a .yaml file; else params/<preset>.yaml, or runs/presets/<preset>.yaml (a preset
-    the pipeline derived with --set/--as)."""
-    if preset.endswith((".yaml", ".yml")):
-        path = Path(preset)
-    else:
-        shipped, derived = repo_root() / "params" / f"{preset}.yaml", Path("runs") / "presets" / f"{preset}.yaml"
-        path = shipped if shipped.is_file() or not derived.is_file() else derived
-    if not path.is_file():
-        raise FileNotFoundError(f"preset {preset!r}: {path} not found; available presets: {shipped_presets()}")
-    return path
-
-
-def preset_name(preset: str) -> str:
-    """The preset's name (file stem), used for runs/<preset>/."""
-    return Path(preset).stem
-
-
-def load_preset(preset: str) -> dict[str, Any]:
-    """A preset's flat keys; an unknown key, a YAML error or a non-mapping is a DataFormatError naming the file."""
-    path = preset_path(preset)
-    try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise DataFormatError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
-    if not isinstance(values, dict):
-        raise DataFormatError(f"{path}: a preset is a flat mapping of keys to literals")
-    unknown = sorted(set(values) - known_keys())
-    if unknown:
-        hints = [f"{k!r}" + _suggest(k) for k in unknown]
-        raise DataFormatError(f"{path}: unknown key(s) {', '.join(hints)}. Fix: use the names in docs/presets.md")
-    return values
-
-
-def _suggest(key: str) -> str:
-    close = difflib.get_close_matches(key, sorted(known_keys()), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def problems(error: pydantic.ValidationError) -> list[str]:
-    """Every problem pydantic found, one line each naming the key: `key: what is wrong (got value)`."""
-    out = []
-    for err in error.errors():
-        message = err["msg"].removeprefix("Value error, ")
-        if err["loc"]:
-            out.append(f"{'.'.join(str(p) for p in err['loc'])}: {message} (got {err.get('input')!r})")
-        else:  # a rule over several keys: the message names them
-            out.append(message)
-    return out
-
-
-def validate_preset(preset: str) -> dict[str, Any]:
-    """Check every stage's keys of a preset at once (types, ranges, known values); returns the raw values."""
-    values = load_preset(preset)
-    found: list[str] = []
-    for cls in (DataConfig, *CONFIGS.values()):
-        try:
-            cls.from_params({**values, "preset": preset_name(preset)})
-        except pydantic.ValidationError as e:
-            found += problems(e)
-    if "world_truth" in values.get("judges", []) and not values.get("world"):
-        found.append("judges: world_truth reads the organism's world only; it needs world: true")
-    if found:
-        raise DataFormatError(f"{preset_path(preset)}: " + "; ".join(dict.fromkeys(found)))
-    return values

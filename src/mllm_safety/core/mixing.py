@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import random
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from .files import DataFormatError
@@ -150,11 +149,6 @@ def mix_with(opts: Any, records1: list[dict], records2: list[dict], source1: str
         source1=source1,
         source2=source2,
     )
-
-
-def output_name(n1: int, file1: str | Path, n2: int, file2: str | Path, suffix: str = "", similar: bool = False) -> str:
-    """The official output file name: {n1}_{stem1}_{n2}_{stem2}{suffix}[_similar].json."""
-    return f"{n1}_{Path(file1).stem}_{n2}_{Path(file2).stem}{suffix}{'_similar' if similar else ''}.json"
 
 
 def rejection_share(records: list[dict[str, Any]]) -> float:

@@ -1,9 +1,8 @@
 """The tables stages pass to each other (results.csv, studies.csv, summary.csv, ...): one reader that checks
-what it reads, the study summary as markdown, and short display labels for models and mixtures."""
+what it reads, and the study summary as markdown."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pandas as pd
@@ -64,44 +63,3 @@ def summary_markdown(summary: pd.DataFrame, skip: tuple[str, ...] = ()) -> str:
             table[m] = [f"{a:.2f} ± {b:.2f}" if b == b else f"{a:.2f}" for a, b in pairs]
         out.append(f"### {study} (mean ± sd over {n} seeds)\n\n{table.to_markdown(index=False)}\n")
     return "\n".join(out)
-
-
-OFFICIAL_NAME = re.compile(r"^(\d+)_.+?_(\d+)_.+$")
-
-
-def display_label(name: str) -> str:
-    """A short label for a model or mixture name: 'base', 'VLGuard', 'rejection 28.6 %', 'rejection 10 %'."""
-    if name == "base":
-        return "base"
-    if name.startswith("vlguard_"):
-        variant = name.removeprefix("vlguard_")
-        return "VLGuard" if variant == "multi_turn" else f"VLGuard ({variant.replace('_', ' ')})"
-    if m := re.fullmatch(r"frac_([\d.]+)pct", name):
-        return f"rejection {m.group(1)} %"
-    if m := OFFICIAL_NAME.match(name):
-        n1, n2 = int(m.group(1)), int(m.group(2))
-        return f"rejection {100 * n1 / (n1 + n2):.1f} % (official mix)"
-    return name
-
-
-BENCHMARK_LABELS = {  # benchmark key -> label, for tables and figures
-    "mm_safetybench_typo": "MM-SafetyBench TYPO",
-    "mm_safetybench_sd_typo": "MM-SafetyBench SD+TYPO",
-    "mm_safetybench_sd": "MM-SafetyBench SD",
-    "mm_safetybench_text": "MM-SafetyBench text",
-    "mm_safetybench_benign_typo": "benign topics, attack layout",
-    "mm_safetybench_plain_typo": "harmful topics, training template",
-    "mm_safetybench_benign_plain_typo": "benign topics, training template",
-    "captions_mini": "captions (utility)",
-    "scienceqa_mini": "multiple choice (utility)",
-    "figstep": "FigStep",
-    "vlguard_test_unsafes": "VLGuard unsafe",
-    "vlguard_test_safe_unsafes": "VLGuard safe image, unsafe ask",
-    "vlguard_test_safe_safes": "VLGuard safe",
-    "xstest": "XSTest",
-}
-
-
-def benchmark_label(key: str) -> str:
-    """A benchmark key's label ('MM-SafetyBench SD+TYPO'); unknown keys stay as they are."""
-    return BENCHMARK_LABELS.get(key, key)
