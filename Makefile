@@ -74,7 +74,7 @@ lab: $(STAMP)  ## JupyterLab at the repository root, opened on the executed note
 	else start=notebooks; fi; echo "opening $$start/ (templates: notebooks/, executed copies: runs/$(PRESET)/notebooks/)"; \
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/$$start $(LAB_ARGS)
 
-data: $(STAMP)  ## build the embedded default's world (presets with world: true or sample_data: true)
+data: $(STAMP)  ## build the embedded default's world (presets with world: true)
 	$(PY) -m mllm_safety.pipeline data --preset $(PRESET)
 
 reproduce: $(STAMP)  ## run the pipeline's notebooks for PRESET (default: toy)

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from mllm_safety.core.config import STAGES
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "mllm_safety"
@@ -112,3 +114,27 @@ def test_every_stage_has_one_name_for_its_notebook_module_cli_config_and_folder(
         assert (PACKAGE.parents[1] / "notebooks" / f"{stage_folder(stage)}.ipynb").is_file(), stage
         assert callable(importlib.import_module(f"mllm_safety.{stage}").main), stage
         assert CONFIGS[stage].stage == stage
+
+
+def test_a_stage_reads_other_stages_files_through_upstream_only():
+    """The data flow: a stage finds an earlier stage's files with `upstream` (core.config), which refuses a later
+    stage; no stage module builds another stage's folder from its name itself. Stage 05 is the exception that
+    proves the rule: its cells run stages 02-04 inside its own folder."""
+    for path in PACKAGE.rglob("*.py"):
+        part = path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+        if part not in STAGES or part == "ablations":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") in ("stage_dir", "stage_folder"):
+                named = [a.value for a in node.args if isinstance(a, ast.Constant) and a.value in STAGES]
+                assert not named, (
+                    f"{path.relative_to(PACKAGE)}:{node.lineno} builds the folder of {named}: use upstream"
+                )
+
+
+def test_upstream_refuses_a_later_stage():
+    from mllm_safety.core.config import upstream
+
+    assert upstream("runs/toy", "evaluate", "qlora_finetune").as_posix() == "runs/toy/03_qlora_finetune"
+    with pytest.raises(ValueError, match="cannot read the files of figures"):
+        upstream("runs/toy", "evaluate", "figures")

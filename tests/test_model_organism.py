@@ -28,8 +28,9 @@ def built(tmp_path_factory):
 
 
 def test_every_stage_is_measured(built):
-    cfg, result = built
-    assert set(result["steps"]) == {"step1", "step3", "step4"}
+    cfg, res = built
+    result = res.build
+    assert set(result["steps"]) == {"step1", "step3", "step4"} and res.folder == cfg.stage_dir
     keys = {
         "text_harmful/refusal",
         "text_harmful/asr",
@@ -40,7 +41,9 @@ def test_every_stage_is_measured(built):
     for metrics in result["steps"].values():
         assert keys <= set(metrics) and all(0.0 <= v <= 1.0 for v in metrics.values())
     flat = write_metrics(cfg, result)
-    assert flat["judge"] == "world_truth" and "step4/image_harmful/asr" in flat
+    assert flat == res.metrics and flat["judge"] == "world_truth" and "step4/image_harmful/asr" in flat
+    assert flat["decoding"]["max_new_tokens"] == 24 and not flat["decoding"]["do_sample"]
+    assert "refuses" in res.what_we_saw()
 
 
 def test_base_loads_through_the_shared_modeling_code(built):
@@ -54,9 +57,9 @@ def test_base_loads_through_the_shared_modeling_code(built):
 
 
 def test_a_finished_build_is_reused(built):
-    cfg, result = built
+    cfg, res = built
     stamp = (cfg.stage_dir / "losses.json").stat().st_mtime_ns
-    assert run(cfg) == result and (cfg.stage_dir / "losses.json").stat().st_mtime_ns == stamp
+    assert run(cfg) == res and (cfg.stage_dir / "losses.json").stat().st_mtime_ns == stamp
 
 
 def test_same_seed_and_threads_give_the_same_organism(built, tmp_path):
@@ -64,7 +67,7 @@ def test_same_seed_and_threads_give_the_same_organism(built, tmp_path):
     import torch
     from safetensors.torch import load_file
 
-    cfg, result = built
+    cfg, res = built
     again = OrganismConfig(
         preset="smoke",
         runs_root=str(tmp_path / "runs"),
@@ -72,7 +75,7 @@ def test_same_seed_and_threads_give_the_same_organism(built, tmp_path):
         model_path=str(tmp_path / "base"),
         **SMOKE,
     )
-    assert run(again)["steps"] == result["steps"]
+    assert run(again).build["steps"] == res.build["steps"]
     assert json.loads((again.stage_dir / "losses.json").read_text()) == json.loads(
         (cfg.stage_dir / "losses.json").read_text()
     )

@@ -18,8 +18,9 @@ from matplotlib.figure import Figure  # figures outside pyplot: pure, never show
 from .core.cli import stage_main
 from .core.config import BiasConfig
 from .core.files import write_json, write_text
-from .core.judges import FULL_REFUSAL, JUDGES, PARTIAL_REFUSAL
+from .core.judges import FULL_REFUSAL, JUDGES, PAPER, PARTIAL_REFUSAL
 from .core.records import load_training_records
+from .core.results import StageResult
 from .core.runs import start_run
 from .core.vocabulary import record_images
 
@@ -47,7 +48,7 @@ def dataset_stats(records: list[dict[str, Any]]) -> dict[str, float]:
     for name, judge in JUDGES.items():
         labels = Counter(judge(a) for a in ans)
         stats[f"refusal_share/{name}"] = labels[FULL_REFUSAL] / max(len(ans), 1)
-    partial = Counter(JUDGES["paper_strmatch"](a) for a in ans)[PARTIAL_REFUSAL]
+    partial = Counter(JUDGES[PAPER](a) for a in ans)[PARTIAL_REFUSAL]
     stats["partial_refusal_share/paper_strmatch"] = partial / max(len(ans), 1)
     return stats
 
@@ -66,7 +67,7 @@ def refusal_by_modality(datasets: dict[str, list[dict[str, Any]]]) -> pd.DataFra
             ("text only", [r for r in recs if not record_images(r)]),
         ):
             ans = answers(part)
-            refused = sum(JUDGES["paper_strmatch"](a) == FULL_REFUSAL for a in ans)
+            refused = sum(JUDGES[PAPER](a) == FULL_REFUSAL for a in ans)
             share = refused / len(ans) if ans else float("nan")
             rows.append(
                 {
@@ -96,7 +97,7 @@ def top_openings(records: list[dict[str, Any]], k: int = 10, n_words: int = 3) -
 
 def refusal_phrasings(records: list[dict[str, Any]], k: int = 10) -> pd.DataFrame:
     """The k most frequent first sentences among answers that paper_strmatch calls a full refusal."""
-    refusals = [a for a in answers(records) if JUDGES["paper_strmatch"](a) == FULL_REFUSAL]
+    refusals = [a for a in answers(records) if JUDGES[PAPER](a) == FULL_REFUSAL]
     counts = Counter(a.strip().split(". ")[0].rstrip(".") for a in refusals)
     return pd.DataFrame(counts.most_common(k), columns=["phrasing", "count"])
 
@@ -126,7 +127,7 @@ def plot_answer_lengths(lengths: pd.DataFrame) -> Figure:
 
 
 @dataclass
-class BiasResult:
+class BiasResult(StageResult):
     """Everything stage 01 computes."""
 
     table: pd.DataFrame
@@ -135,6 +136,9 @@ class BiasResult:
     openings: dict[str, pd.DataFrame]
     phrasings: dict[str, pd.DataFrame]
     figures: dict[str, Figure]
+
+    def what_we_saw(self) -> str:
+        return what_we_saw(self)
 
 
 def run(cfg: BiasConfig, overwrite: bool = False) -> BiasResult:
@@ -149,6 +153,7 @@ def run(cfg: BiasConfig, overwrite: bool = False) -> BiasResult:
         openings={n: top_openings(r, cfg.top_k) for n, r in datasets.items()},
         phrasings={n: refusal_phrasings(r, cfg.top_k) for n, r in datasets.items()},
         figures={"refusal_share": plot_refusal_share(table), "answer_lengths": plot_answer_lengths(lengths)},
+        folder=run_dir,
     )
     write_text(run_dir / "stats.csv", table.to_csv(float_format="%.6g"))
     write_text(run_dir / "stats.md", table.round(3).to_markdown() + "\n")
@@ -159,7 +164,7 @@ def run(cfg: BiasConfig, overwrite: bool = False) -> BiasResult:
     for name, fig in res.figures.items():
         for ext in ("png", "pdf"):
             fig.savefig(run_dir / f"{name}.{ext}", dpi=150, metadata={"CreationDate": None} if ext == "pdf" else {})
-    write_metrics(cfg, res)
+    res.metrics = write_metrics(cfg, res)
     return res
 
 

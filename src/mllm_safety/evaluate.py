@@ -23,12 +23,13 @@ import pandas as pd
 from .core.benchmarks import load_benchmark
 from .core.catalogue import benchmark_label
 from .core.cli import stage_main
-from .core.config import EvalConfig, stage_dir
+from .core.config import EvalConfig
 from .core.files import DataFormatError, write_json, write_text
 from .core.generation import Decoding, generate
-from .core.judges import ModelJudge, judge_rows, mis_judge
+from .core.judges import PAPER, ModelJudge, judge_rows, mis_judge
 from .core.metrics import agreement, mis_rates, results_table, score_utility, truth_agreement, truth_confusion
 from .core.names import display_label
+from .core.results import StageResult
 from .core.runs import TRAINED, trained_weights
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def load_items(cfg: EvalConfig, spec: dict[str, Any]) -> list:
 
 def adapter_path(cfg: EvalConfig, adapter: str) -> Path:
     """Where stage 03 saved what it trained on a mixture: the adapter, or the whole model (full fine-tuning)."""
-    run = stage_dir(cfg.runs_root, cfg.preset, "qlora_finetune") / adapter
+    run = cfg.upstream("qlora_finetune") / adapter
     return trained_weights(run) or run / "adapter"
 
 
@@ -147,17 +148,20 @@ def to_frame(judged: list[dict], model_label: str) -> pd.DataFrame:
 
 
 @dataclass
-class EvalResult:
+class EvalResult(StageResult):
     """What stage 04 computes: the tidy results, judge agreement, the judgement rows per model, the judge of the
     headline tables, and (the organism's world) each judge against the ground truth."""
 
     results: pd.DataFrame
     agreement: pd.DataFrame
     judged: dict[str, pd.DataFrame]
-    headline: str = "paper_strmatch"
+    headline: str = PAPER
     truth: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
     confusion: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
     mis: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
+
+    def what_we_saw(self) -> str:
+        return what_we_saw(self)
 
 
 def run(cfg: EvalConfig, overwrite: bool = False) -> EvalResult:
@@ -190,6 +194,7 @@ def run(cfg: EvalConfig, overwrite: bool = False) -> EvalResult:
         truth_agreement(judged),
         truth_confusion(judged),
         mis_rates(judged, mis_keys) if mis_keys else pd.DataFrame(),
+        folder=cfg.stage_dir,
     )
     write_text(cfg.stage_dir / "results.csv", res.results.to_csv(index=False, float_format="%.6g"))
     write_text(cfg.stage_dir / "agreement.csv", res.agreement.to_csv(index=False, float_format="%.6g"))
@@ -198,7 +203,7 @@ def run(cfg: EvalConfig, overwrite: bool = False) -> EvalResult:
         write_text(cfg.stage_dir / "truth_confusion.csv", res.confusion.to_csv(index=False))
     if not res.mis.empty:
         write_text(cfg.stage_dir / "mis_rates.csv", res.mis.to_csv(index=False, float_format="%.6g"))
-    write_metrics(cfg, res)
+    res.metrics = write_metrics(cfg, res)
     return res
 
 
@@ -295,7 +300,7 @@ def truth_table(res: EvalResult) -> pd.DataFrame:
     return t[cols].round(3)
 
 
-def confusion_table(res: EvalResult, judge: str = "paper_strmatch") -> pd.DataFrame:
+def confusion_table(res: EvalResult, judge: str = PAPER) -> pd.DataFrame:
     """What one string-match judge called each ground-truth class (all benchmarks and models pooled)."""
     c = res.confusion[res.confusion["judge"] == judge] if not res.confusion.empty else res.confusion
     if c.empty:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,16 +24,18 @@ from matplotlib.figure import Figure
 from .core import catalogue
 from .core.catalogue import benchmark_label
 from .core.cli import stage_main
-from .core.config import FigureConfig, stage_folder
+from .core.config import FigureConfig, upstream
 from .core.files import write_text
+from .core.judges import PAPER
 from .core.metrics import metric_judge
 from .core.plots import PALETTE, plot_loss_curves, read_log_history, save, style
+from .core.results import StageResult
 from .core.tables import read_table, summary_markdown
 
 log = logging.getLogger(__name__)
 MODES = {"text": "text only", "typo": "TYPO image", "sd": "SD image", "sd_typo": "SD+TYPO image"}
 MIS_FIXES = ("benign rejection", "VLGuard multi_turn", "MIS reasoning")  # the curated study's rows it shows
-JUDGE = "paper_strmatch"  # the data-bias figure's judge (dataset answers), and the default headline judge
+JUDGE = PAPER  # the data-bias figure's judge (dataset answers), and the default headline judge
 
 
 def attack_labels() -> dict[str, str]:
@@ -361,7 +364,7 @@ def reference_runs(runs: pd.DataFrame) -> dict[str, list[str]]:
 
 def results_markdown(runs_dir: Path) -> str:
     """The README's results: the studies' summary, with the judge and decoding that produced the numbers."""
-    ablations = runs_dir / stage_folder("ablations")
+    ablations = upstream(runs_dir, "figures", "ablations")
     meta = json.loads((ablations / "metrics.json").read_text(encoding="utf-8"))
     head = (
         f"Model: `{meta['model']}`, prompt format `{meta['prompt_format']}`, decoding "
@@ -380,7 +383,8 @@ def build_figures(runs_dir: str | Path, out_dir: str | Path) -> list[Path]:
     runs_dir, out_dir = Path(runs_dir), Path(out_dir)
     style()
     where = {
-        stage: runs_dir / stage_folder(stage) for stage in ("data_bias", "qlora_finetune", "evaluate", "ablations")
+        stage: upstream(runs_dir, "figures", stage)
+        for stage in ("data_bias", "qlora_finetune", "evaluate", "ablations")
     }
     abl = where["ablations"]
     results, studies, runs = (read_table(abl / f"{name}.csv") for name in ("results", "studies", "runs"))
@@ -410,9 +414,20 @@ def build_figures(runs_dir: str | Path, out_dir: str | Path) -> list[Path]:
     return paths
 
 
-def what_we_saw(cfg: FigureConfig, metric: str = "ASR typo") -> str:
+@dataclass
+class FigureResult(StageResult):
+    """Stage 06's files (figures and results.md) and the studies' summary they were drawn from."""
+
+    paths: list[Path]
+    summary: pd.DataFrame
+
+    def what_we_saw(self) -> str:
+        return what_we_saw(self)
+
+
+def what_we_saw(res: FigureResult, metric: str = "ASR typo") -> str:
     """The headline study in words: the metric per rejection fraction, and the curated baseline beside it."""
-    summary = read_table(Path(cfg.runs_root) / cfg.preset / stage_folder("ablations") / "summary.csv")
+    summary = res.summary
     col = f"{metric} mean"
     if col not in summary.columns:
         return f"- `{metric}` was not measured in this preset."
@@ -428,9 +443,11 @@ def what_we_saw(cfg: FigureConfig, metric: str = "ASR typo") -> str:
     return "\n".join(lines) or "- The studies of this preset hold neither the fraction nor the curated study."
 
 
-def run(cfg: FigureConfig, overwrite: bool = False) -> list[Path]:
+def run(cfg: FigureConfig, overwrite: bool = False) -> FigureResult:
     """Stage 06: figures_root/<preset>/ from runs_root/<preset>/ (a figure is always redrawn from the metrics)."""
-    return build_figures(Path(cfg.runs_root) / cfg.preset, cfg.stage_dir)
+    runs = Path(cfg.runs_root) / cfg.preset
+    paths = build_figures(runs, cfg.stage_dir)
+    return FigureResult(paths, read_table(cfg.upstream("ablations") / "summary.csv"), folder=cfg.stage_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

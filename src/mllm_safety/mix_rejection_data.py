@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from .core.mis import load_mis_train
 from .core.mixing import Part, curated_baseline, mix_by_fraction, mix_parts, mix_with, rejection_share
 from .core.names import display_label, fraction_mix_name, official_mix_name, output_name, vlguard_mix_name
 from .core.records import load_llava_json, load_vlguard, prefix_images
+from .core.results import StageResult
 from .core.runs import start_run
 from .core.vlguard import vlguard_variant
 from .core.vocabulary import DEFAULT_REPLY, record_images
@@ -119,7 +121,19 @@ def mixture_table(mixes: dict[str, list[dict]]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("mixture")
 
 
-def run(cfg: MixConfig, overwrite: bool = False) -> pd.DataFrame:
+@dataclass
+class MixResult(StageResult):
+    """Stage 02's summary: one row per mixture (records, rejection share, refusals, images, sources)."""
+
+    summary: pd.DataFrame
+    official: str  # the official mixture's name for this run's sizes
+    sizes: tuple[int, int]  # the official recipe's sample sizes (rejection source, instructions)
+
+    def what_we_saw(self) -> str:
+        return what_we_saw(self)
+
+
+def run(cfg: MixConfig, overwrite: bool = False) -> MixResult:
     """Build and write every mixture (LLaVA json and/or LLaMA-Factory sharegpt); returns the summary table."""
     mixes = build_mixtures(cfg)  # every check happens here, before anything is written
     run_dir = start_run(cfg.stage_dir, cfg, overwrite)
@@ -131,8 +145,8 @@ def run(cfg: MixConfig, overwrite: bool = False) -> pd.DataFrame:
     summary = mixture_table(mixes)
     write_text(run_dir / "summary.csv", summary.to_csv(float_format="%.6g"))
     write_text(run_dir / "summary.md", summary.round(3).to_markdown() + "\n")
-    write_metrics(cfg, summary)
-    return summary
+    sizes = (cfg.sample_size1, cfg.sample_size2)
+    return MixResult(summary, official_mix_name(cfg), sizes, folder=run_dir, metrics=write_metrics(cfg, summary))
 
 
 def write_metrics(cfg: MixConfig, summary: pd.DataFrame) -> dict[str, Any]:
@@ -152,11 +166,11 @@ def display_table(summary: pd.DataFrame) -> pd.DataFrame:
     return table.rename_axis("mixture")
 
 
-def what_we_saw(cfg: MixConfig, summary: pd.DataFrame) -> str:
+def what_we_saw(res: MixResult) -> str:
     """What the mixtures hold, from this run's summary."""
-    official = summary.loc[official_mix_name(cfg)]
+    summary, official = res.summary, res.summary.loc[res.official]
     lines = [
-        f"- The official recipe ({cfg.sample_size1} + {cfg.sample_size2} records) gives {int(official['records'])} "
+        f"- The official recipe ({res.sizes[0]} + {res.sizes[1]} records) gives {int(official['records'])} "
         f"records, {official['rejection_share']:.1%} of them rejection records (paper: 2000 + 5000, 28.6 %).",
     ]
     fractions = summary[summary.index.str.startswith("frac_")]

@@ -32,13 +32,14 @@ from torch.utils.data import Dataset, Sampler
 from transformers import PrinterCallback, SchedulerType, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from .core.cli import run_cli, stage_main
-from .core.config import TrainConfig, stage_dir
+from .core.config import TrainConfig
 from .core.console import bar, inner_bars_enabled
 from .core.files import DataFormatError, write_json, write_text
 from .core.labels import Collator, Encoder, SampleSkipped, image_token_id, show_labels
 from .core.modeling import add_lora, find_parts, full_finetune, load_model, load_processor, merge_adapter
 from .core.names import display_label
 from .core.records import load_llava_json
+from .core.results import StageResult
 from .core.runs import TRAINED, is_finished, start_run
 from .core.vocabulary import record_images
 
@@ -150,7 +151,7 @@ def training_arguments(cfg: TrainConfig, out_dir: Path) -> TrainingArguments:
 
 def mixture_path(cfg: TrainConfig, mix: str) -> Path:
     """Where stage 02 wrote the mixture."""
-    return stage_dir(cfg.runs_root, cfg.preset, "mix_rejection_data") / f"{mix}.json"
+    return cfg.upstream("mix_rejection_data") / f"{mix}.json"
 
 
 def encoder_for(cfg: TrainConfig, processor: Any) -> Encoder:
@@ -389,7 +390,17 @@ def train_mixture(
     return metrics
 
 
-def run(cfg: TrainConfig, overwrite: bool = False) -> dict[str, dict[str, Any]]:
+@dataclasses.dataclass
+class TrainResult(StageResult):
+    """Stage 03's runs: each trained mixture's metrics (records kept, loss, steps, throughput, memory, time)."""
+
+    runs: dict[str, dict[str, Any]]
+
+    def what_we_saw(self) -> str:
+        return what_we_saw(self)
+
+
+def run(cfg: TrainConfig, overwrite: bool = False) -> TrainResult:
     """Train one adapter per mixture in cfg.train_mixes (each mixture's folder guards its own run)."""
     check_config(cfg)
     if not cfg.train_mixes:
@@ -400,9 +411,8 @@ def run(cfg: TrainConfig, overwrite: bool = False) -> dict[str, dict[str, Any]]:
     if is_main_process():
         write_json(cfg.stage_dir / "config.json", cfg.to_dict())
     results = {mix: train_mixture(cfg, mix, overwrite=overwrite) for mix in cfg.train_mixes}
-    if is_main_process():
-        write_metrics(cfg, results)
-    return results
+    metrics = write_metrics(cfg, results) if is_main_process() else {}
+    return TrainResult(results, folder=cfg.stage_dir, metrics=metrics)
 
 
 # ---- save: the trained weights, the run's metrics, the stage's tables -----------------------------------------------
@@ -513,17 +523,17 @@ COST_COLUMNS = [
 ]
 
 
-def results_table(results: dict[str, dict[str, Any]]) -> pd.DataFrame:
+def results_table(res: TrainResult) -> pd.DataFrame:
     """One row per trained mixture (short labels): records, samples kept, loss, steps, throughput, memory, time."""
-    table = pd.DataFrame(results).T.reindex(columns=COST_COLUMNS).astype(float).round(3)
+    table = pd.DataFrame(res.runs).T.reindex(columns=COST_COLUMNS).astype(float).round(3)
     table.index = [display_label(m) for m in table.index]
     return table.rename_axis("mixture")
 
 
-def what_we_saw(results: dict[str, dict[str, Any]]) -> str:
+def what_we_saw(res: TrainResult) -> str:
     """How the runs went, from their metrics: records kept, loss, cost."""
     lines = []
-    for mix, m in results.items():
+    for mix, m in res.runs.items():
         skipped = sum(v for k, v in m.items() if k.startswith("skipped_"))
         lines.append(
             f"- `{display_label(mix)}`: {m['samples']} of {m['records']} records trained ({skipped} skipped), "

@@ -27,7 +27,8 @@ from ..core.files import write_json, write_text
 from ..core.preset import Preset
 from ..core.tables import summary_markdown
 from ..mix_rejection_data import load_sources
-from .arms import ALIGNMENTS, IMAGE_CONTENT, MIS_REASONING, SOURCES, STUDIES, Arm, build_mix, grid, study_rows
+from . import cells
+from .arms import Arm, build_mix, grid, study_rows
 from .cells import control_base, evaluate_bases, run_cell, run_table
 from .tables import (
     MIS_TABLE,
@@ -44,12 +45,8 @@ from .tables import (
 )
 
 __all__ = [
-    "ALIGNMENTS",
-    "IMAGE_CONTENT",
-    "MIS_REASONING",
+    "cells",
     "MIS_TABLE",
-    "SOURCES",
-    "STUDIES",
     "AblationResult",
     "Arm",
     "build_mix",
@@ -101,8 +98,8 @@ def save(preset: Preset, table: pd.DataFrame, results: pd.DataFrame, runs: pd.Da
     for name, df in tables:
         write_text(cfg.stage_dir / f"{name}.csv", df.to_csv(index=False, float_format="%.6g"))
     write_text(cfg.stage_dir / "summary.md", summary_markdown(summary))
-    res = AblationResult(results, runs, table, summary, intervals, headline)
-    write_metrics(preset, res)
+    res = AblationResult(results, runs, table, summary, intervals, headline, folder=cfg.stage_dir)
+    res.metrics = write_metrics(preset, res)
     return res
 
 

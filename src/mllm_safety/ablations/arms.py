@@ -17,17 +17,15 @@ from PIL import Image
 from ..core.config import AblationConfig, MixConfig
 from ..core.files import DataFormatError
 from ..core.mixing import Part, curated_baseline, mix_by_fraction, mix_parts, restyle_questions, restyle_replies
+from ..core.names import MIS_REASONING, vlguard_mix_name
 from ..core.vlguard import VLGUARD_VARIANTS, vlguard_variant
-from ..core.vocabulary import REPLY_STYLES, record_images, strip_image_tags
+from ..core.vocabulary import ALIGNMENTS, REPLY_STYLES, record_images, strip_image_tags
 from ..mix_rejection_data import load_mis_reasoning, load_sources
 
 log = logging.getLogger(__name__)
 
-MIS_REASONING = "mis_reasoning"  # the curated study's MIS row (Ding et al.'s reasoning data)
-STUDIES = ("fraction", "eos", "reply", "images", "source", "curated", "format", "controls")
 IMAGE_CONTENT = ("real", "blank", "noise", "none")
 SOURCES = ("domain", "in_distribution")
-ALIGNMENTS = ("harmful", "decoy", "none")
 
 
 @dataclass(frozen=True)
@@ -47,7 +45,7 @@ class Arm:
     def key(self) -> str:
         """A readable, unique name: the recipe plus every factor that differs from the defaults."""
         head = {"": f"frac{self.fraction * 100:g}", MIS_REASONING: MIS_REASONING}.get(
-            self.curated, f"vlguard_{self.curated}"
+            self.curated, vlguard_mix_name(self.curated)
         )
         base = Arm(self.fraction)
         names = [f.name for f in dataclasses.fields(self) if f.name not in ("fraction", "curated")]

@@ -3,7 +3,6 @@ intervals, the small tables notebook 05 shows, its "what we saw" and metrics.jso
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,15 +11,16 @@ import pandas as pd
 
 from .. import evaluate
 from ..core import catalogue
-from ..core.catalogue import PAPER
 from ..core.config import AblationConfig, stage_dir
-from ..core.files import write_json
+from ..core.files import read_jsonl, write_json
+from ..core.judges import PAPER
 from ..core.metrics import metric_judge, outcomes, seed_item_interval
 from ..core.preset import Preset
+from ..core.results import StageResult
 
 
 @dataclass
-class AblationResult:
+class AblationResult(StageResult):
     """The studies' tables: every run's tidy results, the runs (bases included), the grid, the summary over
     seeds, the seed-and-item intervals of every row, and the judge the headline numbers are read with."""
 
@@ -29,7 +29,10 @@ class AblationResult:
     grid: pd.DataFrame
     summary: pd.DataFrame
     intervals: pd.DataFrame = field(default_factory=pd.DataFrame)
-    headline: str = "paper_strmatch"
+    headline: str = PAPER
+
+    def what_we_saw(self) -> str:
+        return what_we_saw(self)
 
 
 def key_columns(headline: str) -> list[tuple[str, str, str | None, str]]:
@@ -76,7 +79,7 @@ def study_summary(
 def run_outcomes(cfg: AblationConfig, run: str) -> pd.DataFrame:
     """One run's item-level outcomes (benchmark, judge, metric, hit), read from its stage-04 judgements."""
     path = stage_dir(cfg.stage_dir / "runs", run, "evaluate") / "mix" / "judgements.jsonl"
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = read_jsonl(path, "judgements file", "rerun stage 05 (the run's evaluation is redone)")
     df = pd.DataFrame(rows).rename(columns={"benchmark": "loader", "benchmark_key": "benchmark"})
     return outcomes(df)[["benchmark", "judge", "metric", "hit"]]
 
@@ -159,7 +162,12 @@ def cost_table(runs: pd.DataFrame) -> pd.DataFrame:
     return fixes.groupby("arm")[["wall_time_s", "steps", "peak_memory_mb"]].mean().round(1)
 
 
-def what_we_saw(summary: pd.DataFrame, metric: str = "ASR typo", intervals: pd.DataFrame | None = None) -> str:
+def what_we_saw(res: AblationResult, metric: str = "ASR typo") -> str:
+    """Stage 05's "what we saw": one line per study on one metric, with the seed-and-item intervals."""
+    return study_lines(res.summary, metric, res.intervals)
+
+
+def study_lines(summary: pd.DataFrame, metric: str = "ASR typo", intervals: pd.DataFrame | None = None) -> str:
     """One line per study: its reference row against the other rows on one metric (mean over seeds); with the
     intervals, whether the 0 %, 10 % and 30 % rows of the fraction study separate."""
     col = f"{metric} mean"

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .files import DataFormatError, drop_or_fail, read_json, read_text, record_error
+from .files import DataFormatError, drop_or_fail, read_json, read_jsonl, read_text, record_error
 from .items import EvalItem
 from .mis import load_mis
 from .records import load_vlguard, pair_kind
@@ -176,16 +175,7 @@ def read_question_file(path: Path) -> list[dict[str, Any]]:
         if not isinstance(records, list):
             raise DataFormatError(f"{path}: top level is {type(records).__name__}, expected a list of questions")
         return records
-    records = []
-    for n, line in enumerate(read_text(path, "question file").splitlines(), start=1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise DataFormatError(
-                    f"{path}: line {n} is not JSON ({e.msg}). Fix: repair or remove the line"
-                ) from None
-    return records
+    return read_jsonl(path, "question file", "repair or remove the line")
 
 
 def load_llava_eval_json(

@@ -9,8 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-PAPER = "paper_strmatch"  # the paper's judge: columns marked `paper_beside` are also reported under it
-
 
 @dataclass(frozen=True)
 class Benchmark:

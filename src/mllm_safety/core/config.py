@@ -13,10 +13,13 @@ import json
 import os
 from dataclasses import field
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args
 
 import pydantic
 from pydantic import ConfigDict, Field
+
+from .judges import PAPER, STRING_MATCH, JudgeName
+from .vocabulary import DEFAULT_REPLY, Alignment
 
 T = TypeVar("T")
 # The pipeline's stages in order: notebook NN_<name>.ipynb, module mllm_safety.<name>, run folder NN_<name>/.
@@ -27,6 +30,8 @@ Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 Rate = Annotated[float, Field(gt=0.0)]
 Quantization = Literal["nf4", "int8", "none"]
 PromptFormatName = Literal["vicuna_v1", "llava_v1", "chat_template"]
+StudyName = Literal["fraction", "eos", "reply", "images", "source", "curated", "format", "controls"]  # stage 05
+STUDIES = get_args(StudyName)
 DEFAULT_MODEL = "llava-hf/llava-1.5-7b-hf"  # the paper's model; organism presets derive theirs (core.preset)
 
 
@@ -40,6 +45,14 @@ def stage_folder(stage: str) -> str:
 def stage_dir(runs_root: str | Path, preset: str, stage: str) -> Path:
     """Where a stage of a preset writes: runs_root/<preset>/NN_<name>/."""
     return Path(runs_root) / preset / stage_folder(stage)
+
+
+def upstream(runs_dir: str | Path, reader: str, stage: str) -> Path:
+    """Where stage `reader` finds what the earlier `stage` wrote for the same preset (runs_dir: runs_root/<preset>).
+    The one way a stage reads another stage's files: a stage never reads a later one's."""
+    if STAGES.index(stage) >= STAGES.index(reader):
+        raise ValueError(f"stage {reader} cannot read the files of {stage}: it runs at the same time or later")
+    return Path(runs_dir) / stage_folder(stage)
 
 
 def repo_root(start: str | Path | None = None) -> Path:
@@ -78,6 +91,10 @@ class StageConfig:
     @property
     def stage_dir(self) -> Path:
         return stage_dir(self.runs_root, self.preset, self.stage)  # type: ignore[attr-defined]
+
+    def upstream(self, stage: str) -> Path:
+        """The run folder of an earlier stage of the same preset (what this stage reads)."""
+        return upstream(Path(self.runs_root) / self.preset, self.stage, stage)  # type: ignore[attr-defined]
 
     @classmethod
     def from_params(cls: type[T], params: dict[str, Any]) -> T:
@@ -120,7 +137,7 @@ class OrganismConfig(StageConfig):
     organism_lr: Rate = 1e-3
     connector_lr: Rate = 3e-3  # stage 3 trains the connector alone
     organism_batch: Positive = 32
-    text_alignment: Literal["harmful", "decoy", "none"] = "harmful"  # what stage 1 refuses (controls: decoy, none)
+    text_alignment: Alignment = "harmful"  # what stage 1 refuses (controls: decoy, none)
 
     @property
     def stage4_mix(self) -> Path:
@@ -160,7 +177,7 @@ class MixConfig(StageConfig):
     random_choose: bool = True
     change_reply: bool = True
     change_every_reply: bool = False  # the official script replaces the first answer only
-    reply: Annotated[str, Field(min_length=1)] = "I'm sorry, but I cannot assist with your request"
+    reply: Annotated[str, Field(min_length=1)] = DEFAULT_REPLY  # the paper's rejection sentence
     similar: bool = False
     suffix: Annotated[str, Field(pattern=r"^[^/\\]*$")] = ""  # appended to the file name: no path separators
     rejection_fractions: list[Fraction] = field(default_factory=lambda: [0.0, 0.1, 0.3])
@@ -267,10 +284,8 @@ class EvalConfig(StageConfig):
     eval_adapters: list[str] = field(default_factory=list)  # mixtures trained in stage 03
     eval_base: bool = True  # also evaluate the base model (the studies evaluate it once, not per run)
     benchmarks: list[dict[str, Any]] = field(default_factory=list)  # {name, root, mode/subset/..., metric}
-    judges: list[Literal["paper_strmatch", "xstest_strmatch", "refusal_keywords", "world_truth"]] = field(
-        default_factory=lambda: ["paper_strmatch", "xstest_strmatch", "refusal_keywords"]
-    )
-    headline_judge: str = "paper_strmatch"  # the judge of the headline tables (world_truth on the organism's data)
+    judges: list[JudgeName] = field(default_factory=lambda: list(STRING_MATCH))
+    headline_judge: JudgeName = PAPER  # the judge of the headline tables (world_truth on the organism's data)
     judge_model_path: str = ""  # a local guard model (e.g. Llama Guard 3); "" = none
     mis_judge_model_path: str = ""  # a local instruction model for MIS's two-label rubric; "" = none
     max_new_tokens: Positive = 512
@@ -307,9 +322,7 @@ class AblationConfig(StageConfig):
     data_root: str = "data/toy"
     model_path: str = DEFAULT_MODEL  # the base every fix starts from
     seed: int = 0
-    studies: list[Literal["fraction", "eos", "reply", "images", "source", "curated", "format", "controls"]] = field(
-        default_factory=lambda: ["fraction", "eos", "reply", "images", "source", "curated", "format", "controls"]
-    )
+    studies: list[StudyName] = field(default_factory=lambda: list(STUDIES))
     reference_fraction: Fraction = 0.1  # the reference row of every study
     mis_train_json: str = ""  # MIS's training file (stage 02's key): when set, the curated study gains its row
     fractions: list[Fraction] = field(default_factory=lambda: [0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3])

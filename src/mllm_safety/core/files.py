@@ -68,6 +68,29 @@ def read_json(path: str | Path) -> Any:
         raise DataFormatError(f"{path}: {e}. Fix: replace it with a number or null") from None
 
 
+def read_jsonl(path: str | Path, what: str = "JSON Lines file", fix: str = "", cut_torn_end: bool = False) -> list:
+    """One JSON value per line (blank lines skipped). A line that is not JSON is a DataFormatError naming the file
+    and the line; with cut_torn_end, a torn last line (a crash mid-append) is cut off the file itself instead, so
+    that appending continues after the last whole line."""
+    lines = read_text(path, what).splitlines(keepends=True)
+    rows = []
+    for n, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if cut_torn_end and n == len(lines) - 1:
+                logging.getLogger(__name__).warning("%s: cutting off a torn last line", path)
+                with Path(path).open("r+b") as f:
+                    f.truncate(sum(len(x.encode("utf-8")) for x in lines[:n]))
+                break
+            raise DataFormatError(
+                f"{path}: line {n + 1} is not JSON ({e.msg}). Fix: {fix or 'repair the line'}"
+            ) from None
+    return rows
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -20,7 +20,7 @@ from PIL import Image
 
 from .benchmarks import EvalItem
 from .console import bar
-from .files import DataFormatError, read_text
+from .files import read_jsonl
 from .images import load_item_images
 from .prompts import CHAT_TEMPLATE, build_prompt, to_messages
 
@@ -122,18 +122,7 @@ def read_generations(path: Path) -> list[dict[str, Any]]:
     appending continues after the last whole line; a bad line elsewhere is an error."""
     if not path.is_file():
         return []
-    rows, lines = [], read_text(path, "generations file").splitlines(keepends=True)
-    for n, line in enumerate(lines):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if n == len(lines) - 1:
-                log.warning("%s: cutting off a torn last line", path)
-                with path.open("r+b") as f:
-                    f.truncate(sum(len(x.encode("utf-8")) for x in lines[:n]))
-                break
-            raise DataFormatError(f"{path}: line {n + 1} is not JSON. Fix: delete the file to regenerate") from None
-    return rows
+    return read_jsonl(path, "generations file", "delete the file to regenerate", cut_torn_end=True)
 
 
 def check_compatible(rows: list[dict[str, Any]], header: dict[str, Any], path: Path) -> None:

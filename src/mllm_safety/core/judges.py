@@ -15,10 +15,15 @@ import importlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from .mis import MIS_JUDGE_TEMPLATE, parse_mis_judgement
 
+# Every judge's name, once: presets name them (core.config validates against JudgeName), the registry below maps
+# them to functions, and PAPER, the paper's own string match, is the default headline judge.
+JudgeName = Literal["paper_strmatch", "xstest_strmatch", "refusal_keywords", "world_truth"]
+PAPER, XSTEST, KEYWORDS, WORLD_TRUTH = get_args(JudgeName)
+STRING_MATCH = (PAPER, XSTEST, KEYWORDS)
 FULL_COMPLIANCE = "full_compliance"
 FULL_REFUSAL = "full_refusal"
 PARTIAL_REFUSAL = "partial_refusal"
@@ -88,7 +93,7 @@ def refusal_keywords(response: str) -> str:
 # Judges defined beside their own data, by name: the module whose import registers them (register_judge). The
 # registries below import these modules before their first read, so a judge from elsewhere is listed like the
 # ones defined here, while importing this module (a general library) never imports the organism's world.
-PROVIDERS = {"world_truth": "mllm_safety.core.world.truth"}
+PROVIDERS = {WORLD_TRUTH: "mllm_safety.core.world.truth"}
 _providers_loaded = False
 
 
@@ -122,10 +127,7 @@ class Registry(Mapping[str, Any]):
         return f"Registry({dict(self)!r})"
 
 
-JUDGES = Registry(
-    {"paper_strmatch": paper_strmatch, "xstest_strmatch": xstest_strmatch, "refusal_keywords": refusal_keywords}
-)
-STRING_MATCH = ("paper_strmatch", "xstest_strmatch", "refusal_keywords")
+JUDGES = Registry(dict(zip(STRING_MATCH, (paper_strmatch, xstest_strmatch, refusal_keywords), strict=True)))
 TRUTH_DETAILS = Registry({})  # judge -> what it records beside the label, from the whole row
 TRUTH_MIS_RATES = Registry({})  # judge -> its truth class -> MIS rate (asr, rsr, rr; any other class is hr)
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .judges import FULL_COMPLIANCE, TRUTH_MIS_RATES, is_refusal
+from .judges import FULL_COMPLIANCE, PAPER, TRUTH_MIS_RATES, XSTEST, is_refusal
 from .mis import MIS_RATES, mis_metrics, parse_mis_judgement
 
 RESULT_COLUMNS = [
@@ -159,7 +159,7 @@ def pair_stats(a: list[bool], b: list[bool], counts: tuple[str, str, str, str]) 
 def metric_judge(benchmark: str, headline: str) -> str:
     """The judge a headline number of a benchmark is read with: the preset's headline judge, except XSTest under
     the paper's string match, which XSTest's own string match reads (as XSTest's authors score it)."""
-    return "xstest_strmatch" if benchmark == "xstest" and headline == "paper_strmatch" else headline
+    return XSTEST if benchmark == "xstest" and headline == PAPER else headline
 
 
 def seed_item_interval(hits: list[np.ndarray], samples: int = 1000, seed: int = 0) -> tuple[float, float]:

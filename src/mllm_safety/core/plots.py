@@ -4,13 +4,14 @@ the figures stage and the notebooks use it alike."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib as mpl
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
+
+from .files import read_jsonl
 
 PALETTE = "colorblind"
 
@@ -32,7 +33,7 @@ def save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
 
 def read_log_history(path: str | Path) -> pd.DataFrame:
     """A run's log_history.jsonl as a table (one row per logged step)."""
-    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = read_jsonl(path, "training log", "rerun the training stage")
     return pd.DataFrame(rows)
 
 

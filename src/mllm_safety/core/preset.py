@@ -62,10 +62,7 @@ def read_preset_file(path: Path) -> dict[str, Any]:
         raise DataFormatError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
     if not isinstance(values, dict):
         raise DataFormatError(f"{path}: a preset is a flat mapping of keys to literals")
-    unknown = sorted(set(values) - known_keys() - {BASE})
-    if unknown:
-        hints = [f"{k!r}" + _suggest(k) for k in unknown]
-        raise DataFormatError(f"{path}: unknown key(s) {', '.join(hints)}. Fix: use the names in docs/presets.md")
+    check_known(values, path, also={BASE})
     return values
 
 
@@ -81,6 +78,14 @@ def load_preset(preset: str) -> dict[str, Any]:
             raise DataFormatError(f"{chain[0]}: its bases form a loop through {path}. Fix: remove one `base:`")
         values = {**read_preset_file(path), **values}
     return values
+
+
+def check_known(values: Mapping[str, Any], source: str | Path, also: set[str] = frozenset()) -> None:
+    """Refuse keys that no stage config has, each with the closest known key as a suggestion."""
+    unknown = sorted(set(values) - known_keys() - set(also))
+    if unknown:
+        hints = [f"{k!r}" + _suggest(k) for k in unknown]
+        raise DataFormatError(f"{source}: unknown key(s) {', '.join(hints)}. Fix: use the names in docs/presets.md")
 
 
 def _suggest(key: str) -> str:
@@ -154,9 +159,7 @@ class Preset:
     @classmethod
     def from_values(cls, name: str, values: Mapping[str, Any], source: str = "") -> Preset:
         """Validate every section at once; one DataFormatError names the file and every bad key."""
-        unknown = sorted(set(values) - known_keys() - {"preset"})
-        if unknown:
-            raise DataFormatError(f"{source or name}: unknown key(s) {unknown}. Fix: use the names in docs/presets.md")
+        check_known(values, source or name, also={"preset"})
         full = {**derived(name, values), **values, "preset": name}
         sections, found = {}, []
         for attr, config in SECTIONS.items():

@@ -3,11 +3,13 @@ that read them (image tags out of a question, a record's images as a list)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 IMAGE_TAG = "<image>"
 # The official `--reply` default (no final period), REFERENCE.md §1.1.
 DEFAULT_REPLY = "I'm sorry, but I cannot assist with your request"
+Alignment = Literal["harmful", "decoy", "none"]  # what the organism's stage 1 teaches its language model to refuse
+ALIGNMENTS = get_args(Alignment)
 # The reply study (REFERENCE.md §1.4, response quality): several plain refusals, or the sentence plus a reason.
 # Every one is a full refusal under the paper's string match, also when a word-level tokenizer splits "can't".
 VARIED_REPLIES = (

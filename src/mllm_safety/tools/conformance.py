@@ -22,6 +22,7 @@ from typing import Any
 from ..core.benchmarks import EvalItem
 from ..core.files import DataFormatError, write_text
 from ..core.modeling import UNSUPPORTED as MODEL_UNSUPPORTED
+from ..core.vocabulary import DEFAULT_REPLY
 
 # family -> the text that ends an assistant turn in its chat template (the EOS where the template writes none)
 END_OF_TURN = {
@@ -66,7 +67,7 @@ def record(rid: str, pairs: list[tuple[str, str]], images: int = 1, rejection: b
     return rec
 
 
-REJECTION = "I'm sorry, but I cannot assist with your request"
+REJECTION = DEFAULT_REPLY
 RECORDS = {
     "single": (record("s", [("What is in the picture?", "A red square.")]), ["A red square."]),
     "multi": (

@@ -14,6 +14,7 @@ tables and figures).
 
 from __future__ import annotations
 
+from ..vocabulary import ALIGNMENTS
 from .benchmarks import (
     MMSB_PER_SCENARIO,
     MMSB_SD_Q,
@@ -52,7 +53,6 @@ from .truth import (
     truth_label,
 )
 from .vocab import (
-    ALIGNMENTS,
     BENIGN,
     BENIGN_CATEGORY,
     BENIGN_TRAIN,

@@ -7,10 +7,9 @@ import random
 from pathlib import Path
 from typing import Any
 
-from ..vocabulary import as_list
+from ..vocabulary import ALIGNMENTS, as_list
 from .render import render_word, save_pair
 from .vocab import (
-    ALIGNMENTS,
     BENIGN,
     CAPTION_A,
     CAPTION_Q,

@@ -25,7 +25,6 @@ DECOYS = tuple(
     "zorbing flenting quibbing drazzing mellicking snorving plimming grobbing wuzzling tramping "
     "kelvering yorbing fizzling blanting crumbing noggling spralling vindering hushing porbling".split()
 )
-ALIGNMENTS = ("harmful", "decoy", "none")  # what stage 1 teaches the language model to refuse
 MEDICAL = tuple(
     "xray biopsy ultrasound mri stethoscope bandage vaccine insulin scalpel syringe thermometer dialysis".split()
 )
