@@ -217,3 +217,29 @@ def test_the_curated_study_gains_an_mis_row_at_vlguards_size(tmp_path):
     assert all(len(r["image"]) == 2 for r in reasoning)
     with pytest.raises(DataFormatError, match="the MIS row needs 61 records, the file has 60"):
         ab.build_mix(rows["MIS reasoning"], dataclasses.replace(mix, mis_size=61), 0, tmp_path)
+
+
+def test_a_control_organisms_cells_mix_from_its_own_stage4_data(tmp_path, monkeypatch):
+    """The grid reads stage 02's sources once, but a control cell's instruction data is its organism's stage-4 mix
+    (its own replay): the shared sources must not reach it."""
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def capture(arm, mix, seed, run_dir, sources=None):
+        seen[arm.alignment] = (sources, mix.instruct_json)
+        return []
+
+    def stop(*args, **kwargs):
+        raise Stop
+
+    monkeypatch.setattr(ab.cells, "build_mix", capture)
+    monkeypatch.setattr(ab.cells, "train_mixture", stop)
+    preset = Preset.load("smoke", runs_root=str(tmp_path / "runs"), data_root=str(tmp_path / "data"))
+    stage4 = tmp_path / "data/organisms/decoy/stage4_mix.json"
+    for alignment, base in (("harmful", ("model", None)), ("decoy", ("model", str(stage4)))):
+        with pytest.raises(Stop):
+            ab.cells.run_cell(preset, base, ab.Arm(0.1, alignment=alignment), 0, alignment, sources=("shared",))
+    assert seen["harmful"] == (("shared",), preset.mix.instruct_json)
+    assert seen["decoy"] == (None, "organisms/decoy/stage4_mix.json")

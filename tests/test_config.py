@@ -121,3 +121,18 @@ def test_official_in_a_mixture_list_is_the_official_mixture_for_the_sizes():
         == resized.eval.eval_adapters[0]
         == ("10_llava_med_instruct_60k_inline_mention_100_llava_v1_5_mix665k")
     )
+
+
+def test_pipeline_as_another_name_builds_its_own_organism(tmp_path, monkeypatch):
+    """`pipeline run --preset toy --as other --stages 00` once rebuilt into toy's folder (the preset named
+    runs/toy/... as a literal): the derived preset now names nothing of toy's."""
+    from mllm_safety.pipeline import derived_preset
+
+    monkeypatch.chdir(tmp_path)
+    path = derived_preset("toy", ["seed=1"], "other")
+    other = Preset.load(path)
+    assert path == "runs/presets/other.yaml" and "toy" not in (tmp_path / path).read_text(encoding="utf-8")
+    assert other.organism.model_path == "runs/other/00_model_organism/model" and other.data.data_root == "data/other"
+    with pytest.raises(DataFormatError, match="lerning_rate"):
+        derived_preset("toy", ["lerning_rate=1"], "bad")
+    assert not (tmp_path / "runs/presets/bad.yaml").exists()  # an invalid --set leaves nothing behind

@@ -159,3 +159,17 @@ def test_a_notebook_imports_its_own_stage_and_the_library_only(stage):
     allowed = (f"mllm_safety.{own}", "mllm_safety.core", "mllm_safety.data")  # data: the library's public loaders
     outside = sorted(m for m in found if not any(m == a or m.startswith(f"{a}.") for a in allowed))
     assert found and not outside, (stage, outside)
+
+
+def test_a_notebook_reads_the_very_preset_file_it_was_run_with(tmp_path):
+    """A preset given as a file (any name, anywhere) reaches every section of a notebook's Preset, including keys
+    the notebook does not declare (notebook 05 declares no training key)."""
+    from mllm_safety.pipeline import notebook_parameters
+
+    path = tmp_path / "mine.yaml"
+    path.write_text("base: smoke\nlearning_rate: 0.05\nmax_items: 2\n", encoding="utf-8")
+    cli = Preset.load(str(path))
+    defaults = {k: ast.literal_eval(p["default"]) for k, p in papermill.inspect_notebook(str(PATHS["05"])).items()}
+    notebook = Preset.from_params({**defaults, **notebook_parameters(PATHS["05"], cli)})
+    assert notebook.name == "mine" and notebook.effective() == cli.effective()
+    assert (notebook.train.learning_rate, notebook.eval.max_items) == (0.05, 2)

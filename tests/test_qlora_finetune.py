@@ -349,8 +349,8 @@ def test_full_fine_tuning_trains_the_language_model_and_connector_and_stage_04_l
     assert hook.tokens is not None and again == hook.tokens
 
 
-# What the hand-written mapping (before the arguments were derived from TrainingArguments' fields) built for the two
-# presets, on one process: the literals were printed by that code, not computed from the new one.
+# The TrainingArguments the two presets must give on one process, written out field by field (not computed by the
+# code under test), so that a change of the derivation that changes an argument fails here.
 OLD_ARGUMENTS = {
     "toy": {
         "output_dir": "OUT/checkpoints",

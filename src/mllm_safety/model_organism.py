@@ -32,8 +32,9 @@ from .core.benchmarks import EvalItem
 from .core.cli import stage_main
 from .core.config import OrganismConfig
 from .core.console import bar
-from .core.files import write_json
+from .core.files import DataFormatError, write_json
 from .core.generation import Decoding, generate_batch
+from .core.judges import WORLD_TRUTH
 from .core.labels import Collator, Encoder, SampleSkipped
 from .core.records import load_llava_json
 from .core.results import StageResult
@@ -217,6 +218,8 @@ class OrganismResult(StageResult):
 
 def run(cfg: OrganismConfig, overwrite: bool = False) -> OrganismResult:
     """Build the world (if missing) and the organism step by step; a finished build with this config is reused."""
+    if not cfg.model_path:
+        raise DataFormatError("model_path is empty. Fix: load the config from an organism preset (world: true)")
     if is_finished(cfg.stage_dir, cfg) and (Path(cfg.model_path) / "config.json").is_file():
         build = json.loads((cfg.stage_dir / "build.json").read_text(encoding="utf-8"))
         metrics = json.loads((cfg.stage_dir / "metrics.json").read_text(encoding="utf-8"))
@@ -265,7 +268,7 @@ def write_metrics(cfg: OrganismConfig, result: dict[str, Any]) -> dict[str, Any]
     flat = {
         "stage": cfg.stage,
         "preset": cfg.preset,
-        "judge": "world_truth",
+        "judge": WORLD_TRUTH,
         "decoding": PROBE_DECODING.to_dict(),
         "prompt_format": "chat_template",
     }

@@ -4,7 +4,8 @@
 notebook into runs/<preset>/notebooks/ and stops at the first failure, naming the notebook and the cell.
 `python -m mllm_safety.pipeline data --preset toy` builds (or checks) the preset's data alone.
 `--set key=value ...` overrides preset keys (values read as YAML) and `--as name` names the run folder
-runs/<name>/; the effective preset is saved as runs/presets/<name>.yaml.
+runs/<name>/; the preset with its overrides is saved as runs/presets/<name>.yaml (paths that follow from the
+name are derived when it is read).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from .core.cli import run_cli
 from .core.config import STAGES, repo_root, stage_folder
 from .core.console import quiet_known_warnings
 from .core.files import DataFormatError, write_text
-from .core.preset import Preset, load_preset, preset_name, validate_preset
+from .core.preset import Preset, load_preset, preset_name
 
 log = logging.getLogger(__name__)
 NOTEBOOKS = {f"{i:02d}": f"{stage_folder(stage)}.ipynb" for i, stage in enumerate(STAGES)}
@@ -62,11 +63,15 @@ def ensure_data(preset: str) -> Path:
 
 def notebook_parameters(notebook: Path, preset: Preset) -> dict[str, Any]:
     """The preset's effective value of every name this notebook declares in its parameters cell (derived paths
-    and the preset's name included), so that the notebook runs what the CLI runs."""
+    included), and as `preset` the file it was read from, which the notebook's set-up cell reads again: so the
+    notebook runs what the CLI runs, whatever the file is called and wherever it lies."""
     import papermill
 
     declared = set(papermill.inspect_notebook(str(notebook)))
-    return {k: v for k, v in preset.effective().items() if k in declared}
+    source = Path(preset.source).resolve()
+    root = repo_root()
+    where = source.relative_to(root) if source.is_relative_to(root) else source
+    return {**{k: v for k, v in preset.effective().items() if k in declared}, "preset": str(where)}
 
 
 def run_notebook(stage: str, preset: str, out_dir: Path, edits: dict[str, Any] | None = None) -> Path:
@@ -109,7 +114,6 @@ def main(argv: list[str] | None = None) -> int:
     quiet_known_warnings()
 
     def work() -> None:
-        validate_preset(args.preset)
         preset = derived_preset(args.preset, args.set, args.name)
         ensure_data(preset)
         if args.command == "run":

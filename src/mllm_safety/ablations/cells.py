@@ -71,8 +71,11 @@ def evaluate_once(ev: EvalConfig) -> pd.DataFrame:
 def run_cell(
     preset: Preset, base: Base, arm: Arm, seed: int, run: str, sources: Sources | None = None
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Mix, train and evaluate one (arm, seed); every step reuses what a previous call finished."""
+    """Mix, train and evaluate one (arm, seed); every step reuses what a previous call finished. `sources` are the
+    preset's stage-02 records read once for the grid; a control organism's cells read their own (its stage-4 mix
+    replaces the instruction data), so the shared ones are never used for them."""
     mix, train, ev = cell_configs(preset, base, arm, seed, run)
+    sources = sources if base[1] is None else None
     mix_cfg = {**mix.to_dict(), "arm": dataclasses.asdict(arm)}
     if not is_finished(mix.stage_dir, mix_cfg, "mix.json"):
         records = build_mix(arm, mix, seed, start_run(mix.stage_dir, mix_cfg, marker="mix.json"), sources)

@@ -1,7 +1,7 @@
 """The benchmark catalogue: one entry per benchmark key (the name results.csv carries), saying what it measures,
-how it is labelled, which of stage 05's key-metric columns it fills and which figures draw it. Every table and
-figure reads its benchmarks from here, so adding a benchmark is one `register(Benchmark(...))` plus its loader
-(core.benchmarks.LOADERS); docs/extending.md walks through it. Pure data: no torch, no stage.
+how it is labelled, which of stage 05's key-metric columns it fills and which figures draw it. The tables and
+figures read their lists of benchmarks from here, so adding a benchmark is one `register(Benchmark(...))` plus
+its loader (core.benchmarks.LOADERS); docs/extending.md walks through it. Pure data: no torch, no stage.
 """
 
 from __future__ import annotations

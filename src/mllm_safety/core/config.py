@@ -125,7 +125,7 @@ class OrganismConfig(StageConfig):
     preset: str = "toy"
     runs_root: str = "runs"
     data_root: str = "data/toy"
-    model_path: str = DEFAULT_MODEL  # organism presets: derived, runs/<preset>/00_model_organism/model
+    model_path: str = ""  # where the organism is saved; organism presets derive runs/<preset>/00_model_organism/model
     seed: int = 0
     lm_hidden: Positive = 128  # language model width
     lm_layers: Positive = 2

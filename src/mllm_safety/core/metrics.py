@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .judges import FULL_COMPLIANCE, PAPER, TRUTH_MIS_RATES, XSTEST, is_refusal
+from .judges import FULL_COMPLIANCE, PAPER, TRUTH_MIS_RATES, WORLD_TRUTH, XSTEST, is_refusal
 from .mis import MIS_RATES, mis_metrics, parse_mis_judgement
 
 RESULT_COLUMNS = [
@@ -176,7 +176,7 @@ def seed_item_interval(hits: list[np.ndarray], samples: int = 1000, seed: int = 
     return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
-def truth_agreement(judged: pd.DataFrame, truth: str = "world_truth") -> pd.DataFrame:
+def truth_agreement(judged: pd.DataFrame, truth: str = WORLD_TRUTH) -> pd.DataFrame:
     """Every other refusal judge against the ground-truth judge, per benchmark (models pooled), on the outcome the
     benchmark's metric counts (compliance on harmful items, refusal on benign ones): agreement, Cohen's kappa,
     the metric under each judge, and the 2x2 counts."""
@@ -197,7 +197,7 @@ def truth_agreement(judged: pd.DataFrame, truth: str = "world_truth") -> pd.Data
     return pd.DataFrame(rows)
 
 
-def truth_confusion(judged: pd.DataFrame, truth: str = "world_truth") -> pd.DataFrame:
+def truth_confusion(judged: pd.DataFrame, truth: str = WORLD_TRUTH) -> pd.DataFrame:
     """Counts of (ground-truth class, other judge's label) per benchmark and judge, models pooled."""
     if "truth_class" not in judged or truth not in set(judged["judge"]):
         return pd.DataFrame(columns=["benchmark", "judge", "truth_class", "label", "count"])

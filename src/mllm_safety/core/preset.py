@@ -20,8 +20,22 @@ from typing import Any
 import pydantic
 import yaml
 
-from .config import CONFIGS, DataConfig, StageConfig, known_keys, repo_root, stage_dir
+from .config import (
+    AblationConfig,
+    BiasConfig,
+    DataConfig,
+    EvalConfig,
+    FigureConfig,
+    MixConfig,
+    OrganismConfig,
+    StageConfig,
+    TrainConfig,
+    known_keys,
+    repo_root,
+    stage_dir,
+)
 from .files import DataFormatError
+from .judges import WORLD_TRUTH
 from .names import resolve
 
 BASE = "base"  # the key that names the preset a file starts from
@@ -38,6 +52,8 @@ def preset_path(preset: str, near: Path | None = None) -> Path:
     the pipeline derived with --set/--as). A base named inside a file is looked up beside that file first."""
     if preset.endswith((".yaml", ".yml")):
         path = Path(preset)
+        if near and not path.is_absolute() and (near / path).is_file():
+            path = near / path
     else:
         places = [near / f"{preset}.yaml"] if near else []
         places += [repo_root() / "params" / f"{preset}.yaml", Path("runs") / "presets" / f"{preset}.yaml"]
@@ -117,13 +133,13 @@ def derived(name: str, values: Mapping[str, Any]) -> dict[str, Any]:
 # the preset's sections by concern: attribute -> stage config class
 SECTIONS = {
     "data": DataConfig,
-    "organism": CONFIGS["model_organism"],
-    "bias": CONFIGS["data_bias"],
-    "mix": CONFIGS["mix_rejection_data"],
-    "train": CONFIGS["qlora_finetune"],
-    "eval": CONFIGS["evaluate"],
-    "studies": CONFIGS["ablations"],
-    "figures": CONFIGS["figures"],
+    "organism": OrganismConfig,
+    "bias": BiasConfig,
+    "mix": MixConfig,
+    "train": TrainConfig,
+    "eval": EvalConfig,
+    "studies": AblationConfig,
+    "figures": FigureConfig,
 }
 STAGE_SECTION = {cls.stage: attr for attr, cls in SECTIONS.items() if cls.stage}
 
@@ -135,15 +151,15 @@ class Preset:
 
     name: str
     source: str  # the file it was read from (for error messages)
-    values: Mapping[str, Any]
-    data: Any
-    organism: Any
-    bias: Any
-    mix: Any
-    train: Any
-    eval: Any
-    studies: Any
-    figures: Any
+    values: Mapping[str, Any]  # the file's keys with their overrides; derived values are not among them
+    data: DataConfig
+    organism: OrganismConfig
+    bias: BiasConfig
+    mix: MixConfig
+    train: TrainConfig
+    eval: EvalConfig
+    studies: AblationConfig
+    figures: FigureConfig
 
     @classmethod
     def load(cls, preset: str, **overrides: Any) -> Preset:
@@ -154,12 +170,15 @@ class Preset:
     def from_params(cls, params: Mapping[str, Any]) -> Preset:
         """The preset named by `params["preset"]` with every preset key in `params` as an override: a notebook's
         parameters cell (its globals()), so that what a user edits there is what every section runs with."""
-        return cls.load(params["preset"], **{k: v for k, v in params.items() if k in known_keys()})
+        plain = (str, int, float, bool, list, dict, type(None))
+        keys = {k: v for k, v in params.items() if k in known_keys() and isinstance(v, plain)}
+        return cls.load(params["preset"], **keys)
 
     @classmethod
     def from_values(cls, name: str, values: Mapping[str, Any], source: str = "") -> Preset:
         """Validate every section at once; one DataFormatError names the file and every bad key."""
         check_known(values, source or name, also={"preset"})
+        values = {k: v for k, v in values.items() if k != "preset"}  # the name is the preset's own
         full = {**derived(name, values), **values, "preset": name}
         sections, found = {}, []
         for attr, config in SECTIONS.items():
@@ -167,7 +186,7 @@ class Preset:
                 sections[attr] = config.from_params(full)
             except pydantic.ValidationError as e:
                 found += problems(e)
-        if "world_truth" in full.get("judges", []) and not full.get("world"):
+        if WORLD_TRUTH in full.get("judges", []) and not full.get("world"):
             found.append("judges: world_truth reads the organism's world only; it needs world: true")
         if found:
             raise DataFormatError(f"{source or name}: " + "; ".join(dict.fromkeys(found)))
@@ -178,13 +197,13 @@ class Preset:
         sections["eval"] = dataclasses.replace(
             sections["eval"], eval_adapters=resolve(sections["eval"].eval_adapters, mix)
         )
-        return cls(name, source, MappingProxyType(dict(full)), **sections)
+        return cls(name, source, MappingProxyType(values), **sections)
 
     def replace(self, **values: Any) -> Preset:
         """The same preset with some values changed (validated again; derived paths follow a new runs_root)."""
-        followed = derived(self.name, self.values)
-        own = {k: v for k, v in self.values.items() if k not in followed or followed[k] != v}
-        return Preset.from_values(self.name, {**own, **values}, self.source)
+        if "preset" in values:
+            raise ValueError("a preset's name is not a value: load the other preset, or save this one under it")
+        return Preset.from_values(self.name, {**self.values, **values}, self.source)
 
     def stage(self, stage: str) -> StageConfig:
         """The config of one stage by its name (core.config.STAGES)."""
@@ -199,6 +218,6 @@ class Preset:
 
 
 def validate_preset(preset: str) -> dict[str, Any]:
-    """Check every stage's keys of a preset at once (types, ranges, known values); returns the file's values."""
-    Preset.load(preset)
-    return load_preset(preset)
+    """Check every stage's keys of a preset at once (types, ranges, known values); returns its values (the
+    file's keys, bases followed)."""
+    return dict(Preset.load(preset).values)

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..judges import register_judge
+from ..judges import WORLD_TRUTH, register_judge
 from ..vocabulary import DEFAULT_REPLY, REASONS, VARIED_REPLIES
 from .vocab import BENIGN, CAPTION_A, COMBINE, DECOYS, HARMFUL, HELP, MED_A, MEDICAL, PERCEIVE, REASON, reasoning
 
@@ -116,4 +116,4 @@ def truth_detail(row: dict[str, Any]) -> dict[str, Any]:
 
 # the judges look world_truth up through core.judges.PROVIDERS, which imports this module: the judges themselves
 # never import the world
-register_judge("world_truth", truth_label, detail=truth_detail, mis_rates=MIS_TRUTH_RATES)
+register_judge(WORLD_TRUTH, truth_label, detail=truth_detail, mis_rates=MIS_TRUTH_RATES)

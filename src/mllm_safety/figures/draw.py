@@ -1,38 +1,24 @@
-"""Stage 06, figures: every figure and the results table from saved metrics alone (no torch, seconds on a CPU).
-
-Reads runs/<preset>/: 01_data_bias/{stats.csv, answer_lengths.csv}, 03_qlora_finetune/*/log_history.jsonl,
-04_evaluate/agreement.csv, 05_ablations/{results.csv, studies.csv, runs.csv, summary.csv, intervals.csv,
-metrics.json}; safety numbers are read with the preset's headline judge (recorded in metrics.json); writes
-PNG + PDF per figure and results.md into figures/<preset>/. Plot functions are pure (tables in, Figure out); one
-style for all (seaborn, colour-blind-safe palette, paper size); files are byte-stable for the same metrics.
-CLI: `python -m mllm_safety.figures --preset toy` (settings: `core.config.FigureConfig`).
-"""
+"""Stage 06's plots: pure functions from saved tables to a matplotlib Figure (no file is read or written here,
+and no torch is imported), each in the one style of core.plots."""
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from .core import catalogue
-from .core.catalogue import benchmark_label
-from .core.cli import stage_main
-from .core.config import FigureConfig, upstream
-from .core.files import write_text
-from .core.judges import PAPER
-from .core.metrics import metric_judge
-from .core.plots import PALETTE, plot_loss_curves, read_log_history, save, style
-from .core.results import StageResult
-from .core.tables import read_table, summary_markdown
+from ..core import catalogue
+from ..core.catalogue import benchmark_label
+from ..core.judges import PAPER, JudgeName
+from ..core.metrics import metric_judge
+from ..core.plots import PALETTE
 
 log = logging.getLogger(__name__)
+
 MODES = {"text": "text only", "typo": "TYPO image", "sd": "SD image", "sd_typo": "SD+TYPO image"}
 MIS_FIXES = ("benign rejection", "VLGuard multi_turn", "MIS reasoning")  # the curated study's rows it shows
 JUDGE = PAPER  # the data-bias figure's judge (dataset answers), and the default headline judge
@@ -290,12 +276,7 @@ def plot_category_heatmap(
     return fig
 
 
-SHORT_JUDGES = {
-    "paper_strmatch": "paper",
-    "xstest_strmatch": "xstest",
-    "refusal_keywords": "keywords",
-    "world_truth": "truth",
-}
+SHORT_JUDGES = dict(zip(get_args(JudgeName), ("paper", "xstest", "keywords", "truth"), strict=True))
 
 
 def pooled_agreement(agreement: pd.DataFrame) -> pd.DataFrame:
@@ -345,115 +326,3 @@ def plot_judge_agreement(agreement: pd.DataFrame) -> Figure:
     ax.xaxis.label.set_fontsize(7)
     fig.tight_layout()
     return fig
-
-
-# --- reading the saved metrics and writing everything --------------------------------------------------------
-
-
-def reference_runs(runs: pd.DataFrame) -> dict[str, list[str]]:
-    """Label -> runs of the models the before/after figures compare, read from runs.csv's `role` column."""
-    labels = {"base": "base (no fix)", "no_fix": "LoRA, 0% rejection", "vlguard": "LoRA, VLGuard"}
-    refs = {}
-    for role in ("base", "no_fix", "reference", "vlguard"):
-        part = runs[runs["role"] == role]
-        if len(part):
-            label = labels.get(role) or f"LoRA, {100 * float(part['fraction'].iloc[0]):g}% rejection"
-            refs[label] = list(part["run"])
-    return refs
-
-
-def results_markdown(runs_dir: Path) -> str:
-    """The README's results: the studies' summary, with the judge and decoding that produced the numbers."""
-    ablations = upstream(runs_dir, "figures", "ablations")
-    meta = json.loads((ablations / "metrics.json").read_text(encoding="utf-8"))
-    head = (
-        f"Model: `{meta['model']}`, prompt format `{meta['prompt_format']}`, decoding "
-        f"`{json.dumps(meta['decoding'], sort_keys=True)}`; judges per column: "
-        + ", ".join(f"{k} = `{v}`" for k, v in meta["judges"].items())
-        + ".\n\n"
-    )
-    summary = read_table(ablations / "summary.csv")
-    # wall time varies from machine to machine; steps do not: the committed table must regenerate byte for byte
-    foot = "\nTraining wall time per run: `runs/<preset>/05_ablations/runs.csv` and `summary.csv`.\n"
-    return head + summary_markdown(summary, skip=("train s",)) + foot
-
-
-def build_figures(runs_dir: str | Path, out_dir: str | Path) -> list[Path]:
-    """Every figure and the results table from a preset's saved metrics; returns the written paths."""
-    runs_dir, out_dir = Path(runs_dir), Path(out_dir)
-    style()
-    where = {
-        stage: upstream(runs_dir, "figures", stage)
-        for stage in ("data_bias", "qlora_finetune", "evaluate", "ablations")
-    }
-    abl = where["ablations"]
-    results, studies, runs = (read_table(abl / f"{name}.csv") for name in ("results", "studies", "runs"))
-    judge = json.loads((abl / "metrics.json").read_text(encoding="utf-8")).get("headline_judge", JUDGE)
-    refs = reference_runs(runs)
-    logs = sorted(where["qlora_finetune"].glob("*/log_history.jsonl"))
-    histories = {p.parent.name: read_log_history(p) for p in logs}
-    figures: dict[str, Callable[[], Figure]] = {
-        "data_bias": lambda: plot_data_bias(
-            read_table(where["data_bias"] / "stats.csv").set_index("dataset"),
-            read_table(where["data_bias"] / "answer_lengths.csv"),
-        ),
-        "asr_vs_fraction": lambda: plot_asr_vs_fraction(
-            results, studies, runs, read_table(abl / "intervals.csv"), judge
-        ),
-        "tradeoff": lambda: plot_tradeoff(results, studies, judge),
-        "mis": lambda: plot_mis(results, runs, read_table(abl / "intervals.csv"), judge),
-        "modality_gap": lambda: plot_modality_gap(results, refs, judge),
-        "category_heatmap": lambda: plot_category_heatmap(results, refs, judge=judge),
-        "training_curves": lambda: plot_loss_curves(histories),
-        "judge_agreement": lambda: plot_judge_agreement(read_table(where["evaluate"] / "agreement.csv")),
-    }
-    paths = []
-    for name, make in figures.items():
-        paths += save(make(), out_dir, name)
-    paths.append(write_text(out_dir / "results.md", results_markdown(runs_dir)))
-    return paths
-
-
-@dataclass
-class FigureResult(StageResult):
-    """Stage 06's files (figures and results.md) and the studies' summary they were drawn from."""
-
-    paths: list[Path]
-    summary: pd.DataFrame
-
-    def what_we_saw(self) -> str:
-        return what_we_saw(self)
-
-
-def what_we_saw(res: FigureResult, metric: str = "ASR typo") -> str:
-    """The headline study in words: the metric per rejection fraction, and the curated baseline beside it."""
-    summary = res.summary
-    col = f"{metric} mean"
-    if col not in summary.columns:
-        return f"- `{metric}` was not measured in this preset."
-    lines = []
-    fraction = summary[summary["study"] == "fraction"]
-    if len(fraction):
-        cells = ", ".join(f"{r} {v:.2f}" for r, v in zip(fraction["row"], fraction[col], strict=True))
-        lines.append(f"- {metric} by rejection fraction (mean over seeds): {cells}.")
-    curated = summary[summary["study"] == "curated"]
-    if len(curated):
-        cells = ", ".join(f"{r} {v:.2f}" for r, v in zip(curated["row"], curated[col], strict=True))
-        lines.append(f"- Benign rejection against curated VLGuard data at matched size: {cells}.")
-    return "\n".join(lines) or "- The studies of this preset hold neither the fraction nor the curated study."
-
-
-def run(cfg: FigureConfig, overwrite: bool = False) -> FigureResult:
-    """Stage 06: figures_root/<preset>/ from runs_root/<preset>/ (a figure is always redrawn from the metrics)."""
-    runs = Path(cfg.runs_root) / cfg.preset
-    paths = build_figures(runs, cfg.stage_dir)
-    return FigureResult(paths, read_table(cfg.upstream("ablations") / "summary.csv"), folder=cfg.stage_dir)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """CLI: regenerate figures/<preset>/ from runs/<preset>/."""
-    return stage_main(FigureConfig, run, argv, "python -m mllm_safety.figures", __doc__)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,172 @@
+"""Stage 03, QLoRA fine-tuning: post-hoc LoRA on an image-text-to-text model, one adapter per stage-02 mixture.
+
+Defaults are the paper's LLaVA-1.5 recipe (REFERENCE.md §1.3, settings: `core.config.TrainConfig`); NF4
+quantization lets it run on one GPU. Labels (what is trained, the rejection samples' masked end of turn):
+`core.labels`; model loading and LoRA placement: `core.modeling`.
+CLI: `python -m mllm_safety.qlora_finetune --preset toy`; several GPUs: `accelerate launch -m
+mllm_safety.qlora_finetune --preset ...`; merged weights: `python -m mllm_safety.qlora_finetune merge --base
+MODEL --adapter DIR --out DIR`. Every run lives in runs/<preset>/03_qlora_finetune/<mixture>/: adapter/ (peft
+format, the connector included when trained) or, with `finetune: full` (every language-model and connector
+weight, MIS's recipe), model/ (a whole model with its processor), checkpoints/ (resumable), config.json,
+log_history.jsonl, metrics.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from typing import Any
+
+import pandas as pd
+import torch
+from transformers import TrainerCallback, set_seed
+
+from ..core.cli import run_cli, stage_main
+from ..core.config import TrainConfig
+from ..core.files import DataFormatError, write_json, write_text
+from ..core.modeling import find_parts, load_model, merge_adapter
+from ..core.names import display_label
+from ..core.results import StageResult
+from ..core.runs import TRAINED, is_finished, start_run
+from .arguments import CONFIG_TO_TRAINER, FIXED, check_config, config_to_trainer, is_main_process, training_arguments
+from .data import MixtureDataset, ModalityLengthSampler, label_preview, load_mixture, make_trainable, mixture_path
+from .record import run_metrics, save_trained, write_metrics
+from .trainer import make_trainer, train_from_last_checkpoint
+
+__all__ = [
+    "CONFIG_TO_TRAINER",
+    "FIXED",
+    "MixtureDataset",
+    "ModalityLengthSampler",
+    "TrainResult",
+    "config_to_trainer",
+    "label_preview",
+    "main",
+    "results_table",
+    "run",
+    "train_mixture",
+    "training_arguments",
+    "what_we_saw",
+]
+log = logging.getLogger(__name__)
+
+
+def train_mixture(
+    cfg: TrainConfig,
+    mix: str,
+    callbacks: list[TrainerCallback] | None = None,
+    quiet: bool = False,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Fine-tune on one mixture; resumes from the last checkpoint; a finished run is reused, never overwritten.
+    quiet: no per-step bar or log lines (the studies run dozens of these under their own progress bar)."""
+    check_config(cfg)
+    out = cfg.stage_dir / mix
+    run_cfg = {**{k: v for k, v in cfg.to_dict().items() if k != "train_mixes"}, "mixture": mix}
+    folder, marker = TRAINED[cfg.finetune]
+    if is_finished(out, run_cfg) and (out / folder / marker).is_file():
+        log.info("%s is finished with this config; reusing it", out)
+        return json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    if is_main_process():
+        start_run(out, run_cfg, overwrite)
+    set_seed(cfg.seed)
+    model, processor = load_model(cfg.model_path, cfg.quantization, cfg.trust_remote_code)
+    parts = find_parts(model)
+    dataset, records = load_mixture(cfg, mix, processor)
+    model = make_trainable(cfg, model)
+    args = training_arguments(cfg, out)
+    pad_id = processor.tokenizer.pad_token_id
+    trainer = make_trainer(cfg, model, pad_id, parts.connectors, dataset, args, callbacks, quiet)
+    resume, seen_before, wall = train_from_last_checkpoint(trainer)
+    if not trainer.is_world_process_zero():
+        return {}
+    save_trained(cfg, model, processor, out / folder)
+    write_text(out / "log_history.jsonl", "".join(json.dumps(r) + "\n" for r in trainer.state.log_history))
+    metrics = run_metrics(cfg, mix, trainer, dataset, records, wall, resume, seen_before)
+    write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+@dataclasses.dataclass
+class TrainResult(StageResult):
+    """Stage 03's runs: each trained mixture's metrics (records kept, loss, steps, throughput, memory, time)."""
+
+    runs: dict[str, dict[str, Any]]
+
+    def what_we_saw(self) -> str:
+        return what_we_saw(self)
+
+
+def run(cfg: TrainConfig, overwrite: bool = False) -> TrainResult:
+    """Train one adapter per mixture in cfg.train_mixes (each mixture's folder guards its own run)."""
+    check_config(cfg)
+    if not cfg.train_mixes:
+        raise DataFormatError("train_mixes is empty. Fix: name at least one mixture written by stage 02")
+    missing = [str(mixture_path(cfg, m)) for m in cfg.train_mixes if not mixture_path(cfg, m).is_file()]
+    if missing:
+        raise FileNotFoundError(f"no such mixture: {', '.join(missing)}. Fix: run stage 02, or check train_mixes")
+    if is_main_process():
+        write_json(cfg.stage_dir / "config.json", cfg.to_dict())
+    results = {mix: train_mixture(cfg, mix, overwrite=overwrite) for mix in cfg.train_mixes}
+    metrics = write_metrics(cfg, results) if is_main_process() else {}
+    return TrainResult(results, folder=cfg.stage_dir, metrics=metrics)
+
+
+COST_COLUMNS = [
+    "records",
+    "samples",
+    "final_loss",
+    "steps",
+    "trained_tokens",
+    "tokens_per_second",
+    "peak_memory_mb",
+    "wall_time_s",
+]
+
+
+def results_table(res: TrainResult) -> pd.DataFrame:
+    """One row per trained mixture (short labels): records, samples kept, loss, steps, throughput, memory, time."""
+    table = pd.DataFrame(res.runs).T.reindex(columns=COST_COLUMNS).astype(float).round(3)
+    table.index = [display_label(m) for m in table.index]
+    return table.rename_axis("mixture")
+
+
+def what_we_saw(res: TrainResult) -> str:
+    """How the runs went, from their metrics: records kept, loss, cost."""
+    lines = []
+    for mix, m in res.runs.items():
+        skipped = sum(v for k, v in m.items() if k.startswith("skipped_"))
+        lines.append(
+            f"- `{display_label(mix)}`: {m['samples']} of {m['records']} records trained ({skipped} skipped), "
+            f"{m['steps']} optimizer steps, final loss {m['final_loss']:.3f}, {m['wall_time_s']:.0f} s."
+        )
+    return "\n".join(lines)
+
+
+# ---- CLI ------------------------------------------------------------------------------------------------------------
+
+
+def merge_main(argv: list[str]) -> int:
+    """`merge`: fold an adapter (and a trained connector) into the base weights, for users who need plain weights."""
+    p = argparse.ArgumentParser(prog="python -m mllm_safety.qlora_finetune merge", description=merge_adapter.__doc__)
+    p.add_argument("--base", required=True, help="the base model (hub id or folder) the adapter was trained on")
+    p.add_argument("--adapter", required=True, help="runs/<preset>/03_qlora_finetune/<mixture>/adapter")
+    p.add_argument("--out", required=True)
+    p.add_argument("--dtype", choices=("bfloat16", "float16", "float32"), default="bfloat16")
+    args = p.parse_args(argv)
+    return run_cli(lambda: print(merge_adapter(args.base, args.adapter, args.out, getattr(torch, args.dtype))))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: run stage 03 for a preset, or `merge` an adapter into its base."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["merge"]:
+        return merge_main(argv[1:])
+    return stage_main(TrainConfig, run, argv, "python -m mllm_safety.qlora_finetune", __doc__)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
