@@ -1,4 +1,4 @@
-"""Benchmark loaders: every benchmark, as distributed, becomes a list of EvalItem (REFERENCE.md §2, §4).
+"""Benchmark loaders: every benchmark, as distributed, becomes a list of EvalItem (docs/protocol.md §2, §4).
 
 `load_benchmark(name, root, **options)` dispatches on the benchmark name. Item ids are stable and unique
 within a benchmark; categories are the benchmark's own (scenario, FigStep topic, XSTest type, ...).

@@ -194,7 +194,7 @@ class MixConfig(StageConfig):
 
 @stage_config_class
 class TrainConfig(StageConfig):
-    """Stage 03, QLoRA fine-tuning; the defaults are the paper's recipe (REFERENCE.md §1.3)."""
+    """Stage 03, QLoRA fine-tuning; the defaults are the paper's recipe (docs/protocol.md §1.3)."""
 
     stage: ClassVar[str] = "qlora_finetune"
     preset: str = "toy"

@@ -1,4 +1,4 @@
-"""Refusal judges (REFERENCE.md §3): the paper's string match, XSTest's, a broader keyword list, the organism's
+"""Refusal judges (docs/protocol.md §3): the paper's string match, XSTest's, a broader keyword list, the organism's
 ground truth, and an interface for a local guard model.
 
 `paper_strmatch` is kept bit-for-bit with the official evaluation: substring tests on the lower-cased,

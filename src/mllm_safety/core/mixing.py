@@ -1,4 +1,4 @@
-"""Building fine-tuning mixtures: the official mixer's semantics (REFERENCE.md §1.1), mixtures with a target
+"""Building fine-tuning mixtures: the official mixer's semantics (docs/protocol.md §1.1), mixtures with a target
 rejection FRACTION drawn from several sources, and the curated-malicious baseline (VLGuard's post-hoc recipe).
 
 Differences from the official script, on purpose:

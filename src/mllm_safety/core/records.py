@@ -1,4 +1,4 @@
-"""Loaders for the real training-data formats: LLaVA json and VLGuard json (REFERENCE.md §4).
+"""Loaders for the real training-data formats: LLaVA json and VLGuard json (docs/protocol.md §4).
 
 Every loader validates what later stages rely on and raises DataFormatError naming the file, the record
 (index and id) and the fix. Benchmarks (MM-SafetyBench, FigStep, XSTest, VLGuard test) live in

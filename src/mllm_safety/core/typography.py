@@ -1,4 +1,4 @@
-"""Typographic attack images (REFERENCE.md §5) and whole benchmark folders in the FigStep and
+"""Typographic attack images (docs/protocol.md §5) and whole benchmark folders in the FigStep and
 MM-SafetyBench layouts, which `load_benchmark` reads back. CLI: `python -m mllm_safety.tools.typography`.
 
 Fonts: FigStep uses FreeMonoBold (Debian `fonts-freefont-ttf`), MM-SafetyBench copies use Arial. When a font

@@ -1,4 +1,4 @@
-"""The VLGuard ablations of the paper (REFERENCE.md §1.4): multi-turn vs single-turn, safe-safe pairs removed
+"""The VLGuard ablations of the paper (docs/protocol.md §1.4): multi-turn vs single-turn, safe-safe pairs removed
 (contrastive behaviour), harmful images replaced by random benign ones (image content), detailed refusals replaced
 by the plain sentence (response quality). Transforms take VLGuard records and return new ones.
 """

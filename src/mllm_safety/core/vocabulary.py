@@ -6,11 +6,11 @@ from __future__ import annotations
 from typing import Any, Literal, get_args
 
 IMAGE_TAG = "<image>"
-# The official `--reply` default (no final period), REFERENCE.md §1.1.
+# The official `--reply` default (no final period), docs/protocol.md §1.1.
 DEFAULT_REPLY = "I'm sorry, but I cannot assist with your request"
 Alignment = Literal["harmful", "decoy", "none"]  # what the organism's stage 1 teaches its language model to refuse
 ALIGNMENTS = get_args(Alignment)
-# The reply study (REFERENCE.md §1.4, response quality): several plain refusals, or the sentence plus a reason.
+# The reply study (docs/protocol.md §1.4, response quality): several plain refusals, or the sentence plus a reason.
 # Every one is a full refusal under the paper's string match, also when a word-level tokenizer splits "can't".
 VARIED_REPLIES = (
     DEFAULT_REPLY,

@@ -1,6 +1,6 @@
 """Stage 03, QLoRA fine-tuning: post-hoc LoRA on an image-text-to-text model, one adapter per stage-02 mixture.
 
-Defaults are the paper's LLaVA-1.5 recipe (REFERENCE.md §1.3, settings: `core.config.TrainConfig`); NF4
+Defaults are the paper's LLaVA-1.5 recipe (docs/protocol.md §1.3, settings: `core.config.TrainConfig`); NF4
 quantization lets it run on one GPU. Labels (what is trained, the rejection samples' masked end of turn):
 `core.labels`; model loading and LoRA placement: `core.modeling`.
 CLI: `python -m mllm_safety.qlora_finetune --preset toy`; several GPUs: `accelerate launch -m

@@ -1,5 +1,5 @@
 """Write a FigStep or MM-SafetyBench benchmark folder from a CSV of instructions / key phrases, in the layout
-`load_benchmark` reads back; the images are drawn by `core.typography` (REFERENCE.md §5).
+`load_benchmark` reads back; the images are drawn by `core.typography` (docs/protocol.md §5).
 
 Fonts: FigStep uses FreeMonoBold (Debian `fonts-freefont-ttf`), MM-SafetyBench copies use Arial. When a font
 is not installed we fall back to DejaVu (Debian `fonts-dejavu-core`), then to Pillow's bundled font; the font
