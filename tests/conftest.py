@@ -78,5 +78,5 @@ def mini_runs(tmp_path_factory, world_data) -> Path:
     from mllm_safety import mix_rejection_data
 
     runs = tmp_path_factory.mktemp("runs")
-    mix_rejection_data.run(Preset.load("smoke", data_root=str(world_data), runs_root=str(runs)).mix)
+    mix_rejection_data.run(Preset.load("smoke", data_root=str(world_data), runs_root=str(runs)))
     return runs

@@ -13,7 +13,7 @@ from conftest import rec
 
 from mllm_safety import ablations as ab
 from mllm_safety.core import world as tw
-from mllm_safety.core.config import AblationConfig, MixConfig, OrganismConfig
+from mllm_safety.core.config import AblationConfig, MixConfig
 from mllm_safety.core.files import DataFormatError
 from mllm_safety.core.judges import FULL_REFUSAL, paper_strmatch
 from mllm_safety.core.mixing import restyle_replies, to_rejection
@@ -155,20 +155,11 @@ def smoke_organism(tmp_path_factory):
     from mllm_safety.model_organism import run as build
 
     root = tmp_path_factory.mktemp("abl")
-    cfg = OrganismConfig(
-        preset="smoke",
-        runs_root=str(root / "org"),
-        data_root=str(root / "data"),
-        model_path=str(root / "base"),
-        lm_hidden=64,
-        vit_hidden=32,
-        text_epochs=1,
-        vision_steps=3,
-        caption_epochs=1,
-        instruct_epochs=1,
-    )
-    build(cfg)
-    return root, cfg
+    where = {"runs_root": str(root / "org"), "data_root": str(root / "data"), "model_path": str(root / "base")}
+    sizes = dict(lm_hidden=64, vit_hidden=32, text_epochs=1, vision_steps=3, caption_epochs=1, instruct_epochs=1)
+    organism = Preset.from_values("smoke", {**where, **sizes})
+    build(organism)
+    return root, organism.organism
 
 
 def test_a_second_run_reuses_every_finished_run(smoke_organism, monkeypatch):

@@ -507,7 +507,7 @@ def write_docs() -> None:
     with tempfile.TemporaryDirectory() as base:
         data = build_world(Path(base) / "world")
         mixes = Path(base) / "mixes"
-        stage02.run(Preset.load("smoke", data_root=str(data), runs_root=str(mixes)).mix)
+        stage02.run(Preset.load("smoke", data_root=str(data), runs_root=str(mixes)))
         for k, case in enumerate(CASES):
             tmp = Path(base) / f"case{k}"
             (tmp / "runs/smoke").mkdir(parents=True)

@@ -276,7 +276,7 @@ def test_two_image_items_reach_the_model_as_two_images_or_one_canvas(tiny_model,
 
 def run_stage_04(tmp_path, tiny_model, mis_root, **overrides):
     from mllm_safety import evaluate
-    from mllm_safety.core.config import EvalConfig
+    from mllm_safety.core.preset import Preset
 
     values = {
         "preset": "mis_test",
@@ -290,7 +290,7 @@ def run_stage_04(tmp_path, tiny_model, mis_root, **overrides):
         "max_new_tokens": 4,
         **overrides,
     }
-    return evaluate.run(EvalConfig.from_params(values))
+    return evaluate.run(Preset.from_values("mis_test", values))
 
 
 def test_stage_04_runs_mis_splits_and_reports_rates_per_judge(tmp_path, tiny_model, mis_root):

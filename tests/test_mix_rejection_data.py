@@ -190,7 +190,7 @@ def test_mis_reasoning_mixture_has_vlguards_size_and_two_images_per_record(tmp_p
     root = build_world(tmp_path / "world", seed=0)
     mis_train_file(root / "mis_train", 60)
     values = {"data_root": str(root), "runs_root": str(tmp_path / "runs"), "mis_train_json": "mis_train/mis_train.json"}
-    mix_rejection_data.run(Preset.load("smoke", **values).mix)
+    mix_rejection_data.run(Preset.load("smoke", **values))
     stage = tmp_path / "runs/smoke/02_mix_rejection_data"
     mis = json.loads((stage / "mis_reasoning.json").read_text())
     vlguard = json.loads((stage / "vlguard_multi_turn.json").read_text())
@@ -202,4 +202,4 @@ def test_mis_reasoning_mixture_has_vlguards_size_and_two_images_per_record(tmp_p
         assert len(r["image"]) == 2 and all((root / p).is_file() for p in r["image"])
         assert r["image"][0].startswith("mis_train/images/") and r["conversations"][0]["value"].count("<image>") == 2
     with pytest.raises(DataFormatError, match="needs mis_size 61 but the file has 60"):
-        mix_rejection_data.run(Preset.load("smoke", **values, mis_size=61).mix, overwrite=True)
+        mix_rejection_data.run(Preset.load("smoke", **values, mis_size=61), overwrite=True)

@@ -7,24 +7,24 @@ from pathlib import Path
 
 import pytest
 
-from mllm_safety.core.config import OrganismConfig
 from mllm_safety.core.modeling import find_parts, load_model
+from mllm_safety.core.preset import Preset
 from mllm_safety.model_organism import run, write_metrics
 
 SMOKE = dict(lm_hidden=64, vit_hidden=32, text_epochs=1, vision_steps=3, caption_epochs=1, instruct_epochs=1)
 
 
+def organism_preset(root: Path) -> Preset:
+    """The smoke organism built under root/ (runs/, data/, base/)."""
+    where = {"runs_root": str(root / "runs"), "data_root": str(root / "data"), "model_path": str(root / "base")}
+    return Preset.from_values("smoke", {**where, **SMOKE})
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("organism")
-    cfg = OrganismConfig(
-        preset="smoke",
-        runs_root=str(root / "runs"),
-        data_root=str(root / "data"),
-        model_path=str(root / "base"),
-        **SMOKE,
-    )
-    return cfg, run(cfg)
+    preset = organism_preset(root)
+    return preset.organism, run(preset)
 
 
 def test_every_stage_is_measured(built):
@@ -59,7 +59,10 @@ def test_base_loads_through_the_shared_modeling_code(built):
 def test_a_finished_build_is_reused(built):
     cfg, res = built
     stamp = (cfg.stage_dir / "losses.json").stat().st_mtime_ns
-    assert run(cfg) == res and (cfg.stage_dir / "losses.json").stat().st_mtime_ns == stamp
+    assert (
+        run(organism_preset(cfg.stage_dir.parents[2])) == res
+        and (cfg.stage_dir / "losses.json").stat().st_mtime_ns == stamp
+    )
 
 
 def test_same_seed_and_threads_give_the_same_organism(built, tmp_path):
@@ -68,14 +71,9 @@ def test_same_seed_and_threads_give_the_same_organism(built, tmp_path):
     from safetensors.torch import load_file
 
     cfg, res = built
-    again = OrganismConfig(
-        preset="smoke",
-        runs_root=str(tmp_path / "runs"),
-        data_root=str(tmp_path / "data"),
-        model_path=str(tmp_path / "base"),
-        **SMOKE,
-    )
-    assert run(again).build["steps"] == res.build["steps"]
+    preset = organism_preset(tmp_path)
+    again = preset.organism
+    assert run(preset).build["steps"] == res.build["steps"]
     assert json.loads((again.stage_dir / "losses.json").read_text()) == json.loads(
         (cfg.stage_dir / "losses.json").read_text()
     )

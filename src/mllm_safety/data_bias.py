@@ -19,6 +19,7 @@ from .core.cli import stage_main
 from .core.config import BiasConfig
 from .core.files import write_json, write_text
 from .core.judges import FULL_REFUSAL, JUDGES, PAPER, PARTIAL_REFUSAL
+from .core.preset import Preset
 from .core.records import load_training_records
 from .core.results import StageResult
 from .core.runs import start_run
@@ -141,8 +142,9 @@ class BiasResult(StageResult):
         return what_we_saw(self)
 
 
-def run(cfg: BiasConfig, overwrite: bool = False) -> BiasResult:
+def run(preset: Preset, overwrite: bool = False) -> BiasResult:
     """Load every dataset of the preset, compute the tables and figures, and save them under the run folder."""
+    cfg = preset.bias
     run_dir = start_run(cfg.stage_dir, cfg, overwrite)
     datasets = {name: load_training_records(Path(cfg.data_root) / rel) for name, rel in cfg.bias_datasets.items()}
     table, lengths = compare_datasets(datasets), answer_lengths(datasets)

@@ -28,6 +28,7 @@ from .core.judges import FULL_REFUSAL, paper_strmatch
 from .core.mis import load_mis_train
 from .core.mixing import Part, curated_baseline, mix_by_fraction, mix_parts, mix_with, rejection_share
 from .core.names import display_label, fraction_mix_name, official_mix_name, output_name, vlguard_mix_name
+from .core.preset import Preset
 from .core.records import load_llava_json, load_vlguard, prefix_images
 from .core.results import StageResult
 from .core.runs import start_run
@@ -133,8 +134,9 @@ class MixResult(StageResult):
         return what_we_saw(self)
 
 
-def run(cfg: MixConfig, overwrite: bool = False) -> MixResult:
+def run(preset: Preset, overwrite: bool = False) -> MixResult:
     """Build and write every mixture (LLaVA json and/or LLaMA-Factory sharegpt); returns the summary table."""
+    cfg = preset.mix
     mixes = build_mixtures(cfg)  # every check happens here, before anything is written
     run_dir = start_run(cfg.stage_dir, cfg, overwrite)
     for name, recs in mixes.items():

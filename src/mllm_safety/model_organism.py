@@ -36,6 +36,7 @@ from .core.files import DataFormatError, write_json
 from .core.generation import Decoding, generate_batch
 from .core.judges import WORLD_TRUTH
 from .core.labels import Collator, Encoder, SampleSkipped
+from .core.preset import Preset
 from .core.records import load_llava_json
 from .core.results import StageResult
 from .core.runs import is_finished, start_run
@@ -216,19 +217,35 @@ class OrganismResult(StageResult):
         return what_we_saw(self)
 
 
-def run(cfg: OrganismConfig, overwrite: bool = False) -> OrganismResult:
+def run(preset: Preset, overwrite: bool = False) -> OrganismResult:
     """Build the world (if missing) and the organism step by step; a finished build with this config is reused."""
+    cfg = preset.organism
     if not cfg.model_path:
         raise DataFormatError("model_path is empty. Fix: load the config from an organism preset (world: true)")
     if is_finished(cfg.stage_dir, cfg) and (Path(cfg.model_path) / "config.json").is_file():
-        build = json.loads((cfg.stage_dir / "build.json").read_text(encoding="utf-8"))
-        metrics = json.loads((cfg.stage_dir / "metrics.json").read_text(encoding="utf-8"))
-        return OrganismResult(build, folder=cfg.stage_dir, metrics=metrics)
+        return reused(cfg)
     start_run(cfg.stage_dir, cfg, overwrite)
-    data = Path(cfg.data_root)
-    if not data.exists():
-        tw.build_world(data, seed=cfg.seed)
-    world = tw.make_world(cfg.seed)
+    if not Path(cfg.data_root).exists():
+        tw.build_world(Path(cfg.data_root), seed=cfg.seed)
+    model, processor, losses, metrics = build(cfg)
+    only_train(model, ())
+    save_model(model, processor, Path(cfg.model_path))
+    result = {"steps": metrics, "final_loss": {k: v[-1] for k, v in losses.items()}}
+    write_json(cfg.stage_dir / "losses.json", losses)
+    write_json(cfg.stage_dir / "build.json", result)
+    return OrganismResult(result, folder=cfg.stage_dir, metrics=write_metrics(cfg, result))
+
+
+def reused(cfg: OrganismConfig) -> OrganismResult:
+    """A finished build, read back from its run folder."""
+    build = json.loads((cfg.stage_dir / "build.json").read_text(encoding="utf-8"))
+    metrics = json.loads((cfg.stage_dir / "metrics.json").read_text(encoding="utf-8"))
+    return OrganismResult(build, folder=cfg.stage_dir, metrics=metrics)
+
+
+def build(cfg: OrganismConfig) -> tuple[Any, Any, dict[str, list[float]], dict[str, dict[str, float]]]:
+    """The four build steps on a fresh model: (model, processor, losses per step, probe numbers per step)."""
+    data, world = Path(cfg.data_root), tw.make_world(cfg.seed)
     probes = tw.probe_items(world, cfg.stage_dir / "probes", cfg.seed)
     model, processor = build_model(cfg)
     losses, metrics = {}, {}
@@ -251,16 +268,11 @@ def run(cfg: OrganismConfig, overwrite: bool = False) -> OrganismResult:
         mix = tw.with_replay(mix, world, cfg.text_alignment, cfg.seed)
     write_json(cfg.stage4_mix, mix)
     samples = encode_all(processor, mix, data / "llava")
-    params = only_train(model, LM + CONNECTOR)
-    losses["step4"] = fit(model, samples, params, cfg.instruct_epochs, cfg, "step 4: instructions")
+    losses["step4"] = fit(
+        model, samples, only_train(model, LM + CONNECTOR), cfg.instruct_epochs, cfg, "step 4: instructions"
+    )
     metrics["step4"] = measure(model, processor, probes)
-
-    only_train(model, ())
-    save_model(model, processor, Path(cfg.model_path))
-    result = {"steps": metrics, "final_loss": {k: v[-1] for k, v in losses.items()}}
-    write_json(cfg.stage_dir / "losses.json", losses)
-    write_json(cfg.stage_dir / "build.json", result)
-    return OrganismResult(result, folder=cfg.stage_dir, metrics=write_metrics(cfg, result))
+    return model, processor, losses, metrics
 
 
 def write_metrics(cfg: OrganismConfig, result: dict[str, Any]) -> dict[str, Any]:

@@ -105,4 +105,4 @@ def save(preset: Preset, table: pd.DataFrame, results: pd.DataFrame, runs: pd.Da
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: run stage 05 for a preset."""
-    return stage_main(AblationConfig, run, argv, "python -m mllm_safety.ablations", __doc__, whole=True)
+    return stage_main(AblationConfig, run, argv, "python -m mllm_safety.ablations", __doc__)

@@ -12,7 +12,6 @@ from typing import Any
 import pandas as pd
 
 from .. import evaluate, model_organism
-from ..core.config import EvalConfig, MixConfig, TrainConfig
 from ..core.files import write_json
 from ..core.preset import Preset
 from ..core.runs import is_finished, start_run
@@ -34,38 +33,28 @@ def control_base(preset: Preset, alignment: str) -> Base:
     if alignment == "harmful":
         return preset.studies.model_path, None
     root = preset.studies.stage_dir / "organisms"
-    org = dataclasses.replace(
-        preset.organism,
-        runs_root=str(root),
-        preset=alignment,
-        model_path=str(root / alignment / "model"),
-        text_alignment=alignment,
-    )
+    model = str(root / alignment / "model")
+    org = preset.child(alignment, runs_root=str(root), model_path=model, text_alignment=alignment)
     model_organism.run(org)
-    return org.model_path, str(org.stage4_mix)
+    return model, str(org.organism.stage4_mix)
 
 
-def cell_configs(
-    preset: Preset, base: Base, arm: Arm, seed: int, run: str
-) -> tuple[MixConfig, TrainConfig, EvalConfig]:
-    """The three stage configs of one cell, living under runs/<preset>/05_ablations/runs/<run>/."""
+def cell_preset(preset: Preset, base: Base, arm: Arm, seed: int, run: str) -> Preset:
+    """The preset of one cell, whose stages live under runs/<preset>/05_ablations/runs/<run>/."""
     model, stage4_mix = base
-    where = {"runs_root": str(runs_dir(preset)), "preset": run, "seed": seed}
-    mix = dataclasses.replace(preset.mix, **where)
+    values: dict[str, Any] = {"runs_root": str(runs_dir(preset)), "seed": seed, "model_path": model}
     if stage4_mix:
-        mix = dataclasses.replace(mix, instruct_json=relative_to_data(Path(stage4_mix), preset.mix.data_root))
-    train = dataclasses.replace(
-        preset.train, **where, model_path=model, train_mixes=["mix"], mask_eos_on_rejection=arm.eos_mask
-    )
-    ev = dataclasses.replace(preset.eval, **where, model_path=model, eval_adapters=["mix"], eval_base=False)
-    return mix, train, ev
+        values["instruct_json"] = relative_to_data(Path(stage4_mix), preset.mix.data_root)
+    values |= {"train_mixes": ["mix"], "mask_eos_on_rejection": arm.eos_mask, "eval_adapters": ["mix"]}
+    return preset.child(run, **values, eval_base=False)
 
 
-def evaluate_once(ev: EvalConfig) -> pd.DataFrame:
-    """Stage 04 for one config, reused when it finished with the same config."""
+def evaluate_once(cell: Preset) -> pd.DataFrame:
+    """Stage 04 for one cell, reused when it finished with the same config."""
+    ev = cell.eval
     if is_finished(ev.stage_dir, ev):
         return read_table(ev.stage_dir / "results.csv")
-    return evaluate.run(ev).results
+    return evaluate.run(cell).results
 
 
 def run_cell(
@@ -74,19 +63,20 @@ def run_cell(
     """Mix, train and evaluate one (arm, seed); every step reuses what a previous call finished. `sources` are the
     preset's stage-02 records read once for the grid; a control organism's cells read their own (its stage-4 mix
     replaces the instruction data), so the shared ones are never used for them."""
-    mix, train, ev = cell_configs(preset, base, arm, seed, run)
+    cell = cell_preset(preset, base, arm, seed, run)
+    mix = cell.mix
     sources = sources if base[1] is None else None
     mix_cfg = {**mix.to_dict(), "arm": dataclasses.asdict(arm)}
     if not is_finished(mix.stage_dir, mix_cfg, "mix.json"):
         records = build_mix(arm, mix, seed, start_run(mix.stage_dir, mix_cfg, marker="mix.json"), sources)
         write_json(mix.stage_dir / "mix.json", records)
-    cost = train_mixture(train, "mix", quiet=True)
-    results = evaluate_once(ev).assign(run=run)
+    cost = train_mixture(cell.train, "mix", quiet=True)
+    results = evaluate_once(cell).assign(run=run)
     return results, {
         "run": run,
         "arm": arm.key,
         "seed": seed,
-        "model": train.model_path,
+        "model": cell.train.model_path,
         **{k: cost.get(k) for k in COST},
     }
 
@@ -96,9 +86,9 @@ def evaluate_bases(preset: Preset, bases: Mapping[str, Base]) -> pd.DataFrame:
     frames = []
     for alignment, (model, _) in sorted(bases.items()):
         run = f"base_{alignment}"
-        where = {"runs_root": str(runs_dir(preset)), "preset": run, "model_path": model}
-        ev = dataclasses.replace(preset.eval, **where, eval_adapters=[], eval_base=True)
-        frames.append(evaluate_once(ev).assign(run=run))
+        where = {"runs_root": str(runs_dir(preset)), "model_path": model}
+        cell = preset.child(run, **where, eval_adapters=[], eval_base=True)
+        frames.append(evaluate_once(cell).assign(run=run))
     return pd.concat(frames, ignore_index=True)
 
 

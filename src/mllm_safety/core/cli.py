@@ -58,18 +58,15 @@ def stage_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
     return p
 
 
-def stage_main(
-    cls: type[StageConfig], run: Callable[..., Any], argv: list[str] | None, prog: str, doc: str, whole: bool = False
-) -> int:
-    """Read the preset once, run the stage on its section (or on the whole preset), print the folder it wrote."""
+def stage_main(cls: type[StageConfig], run: Callable[..., Any], argv: list[str] | None, prog: str, doc: str) -> int:
+    """Read the preset once, run the stage on it (`run(preset)`), print the folder the stage wrote."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     quiet_known_warnings()
     args = stage_parser(prog, doc).parse_args(argv)
 
     def work() -> None:
         preset = Preset.load(args.preset)
-        cfg = preset.stage(cls.stage)
-        run(preset if whole else cfg, overwrite=args.overwrite)
-        print(cfg.stage_dir)
+        run(preset, overwrite=args.overwrite)
+        print(preset.stage(cls.stage).stage_dir)
 
     return run_cli(work)

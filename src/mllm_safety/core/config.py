@@ -83,18 +83,22 @@ def stage_config_class(cls: type[T]) -> type[T]:
     return pydantic.dataclasses.dataclass(frozen=True, config=_SETTINGS)(cls)
 
 
+@stage_config_class
 class StageConfig:
-    """What every stage config answers: its stage, its run folder, and how it is built from parameters."""
+    """What every stage config answers: its stage, where its run lives (runs_root/<preset>/NN_<stage>/; the
+    preset's name is injected, never set in a file), and how it is built from parameters."""
 
     stage: ClassVar[str] = ""
+    preset: str = "toy"
+    runs_root: str = "runs"
 
     @property
     def stage_dir(self) -> Path:
-        return stage_dir(self.runs_root, self.preset, self.stage)  # type: ignore[attr-defined]
+        return stage_dir(self.runs_root, self.preset, self.stage)
 
     def upstream(self, stage: str) -> Path:
         """The run folder of an earlier stage of the same preset (what this stage reads)."""
-        return upstream(Path(self.runs_root) / self.preset, self.stage, stage)  # type: ignore[attr-defined]
+        return upstream(Path(self.runs_root) / self.preset, self.stage, stage)
 
     @classmethod
     def from_params(cls: type[T], params: dict[str, Any]) -> T:
@@ -108,25 +112,32 @@ class StageConfig:
 
 
 @stage_config_class
-class DataConfig(StageConfig):
-    """Where a preset's data comes from: built here (the organism's world) or already on disk (real data)."""
+class OnData(StageConfig):
+    """A stage that reads the preset's data, under data_root."""
 
-    preset: str = "toy"
     data_root: str = "data/toy"
-    world: bool = False  # build the organism's world (core.world) into data_root when it is missing
+
+
+@stage_config_class
+class Seeded(OnData):
+    """A stage whose outcome depends on a seed (sampling, initialisation, shuffling, decoding)."""
+
     seed: int = 0
 
 
 @stage_config_class
-class OrganismConfig(StageConfig):
+class DataConfig(Seeded):
+    """Where a preset's data comes from: built here (the organism's world) or already on disk (real data)."""
+
+    world: bool = False  # build the organism's world (core.world) into data_root when it is missing
+
+
+@stage_config_class
+class OrganismConfig(Seeded):
     """Stage 00, the model organism: its size and the epochs of its four build stages."""
 
     stage: ClassVar[str] = "model_organism"
-    preset: str = "toy"
-    runs_root: str = "runs"
-    data_root: str = "data/toy"
     model_path: str = ""  # where the organism is saved; organism presets derive runs/<preset>/00_model_organism/model
-    seed: int = 0
     lm_hidden: Positive = 128  # language model width
     lm_layers: Positive = 2
     vit_hidden: Positive = 128  # vision tower width
@@ -146,26 +157,19 @@ class OrganismConfig(StageConfig):
 
 
 @stage_config_class
-class BiasConfig(StageConfig):
+class BiasConfig(OnData):
     """Stage 01, data bias: which datasets to compare."""
 
     stage: ClassVar[str] = "data_bias"
-    preset: str = "toy"
-    runs_root: str = "runs"
-    data_root: str = "data/toy"
     bias_datasets: dict[str, str] = field(default_factory=dict)  # name -> file under data_root
     top_k: Positive = 10  # how many openings / refusal phrasings to list
 
 
 @stage_config_class
-class MixConfig(StageConfig):
+class MixConfig(Seeded):
     """Stage 02, the mixtures: the official mixer's options, the fraction mixtures and the curated baselines."""
 
     stage: ClassVar[str] = "mix_rejection_data"
-    preset: str = "toy"
-    runs_root: str = "runs"
-    data_root: str = "data/toy"
-    seed: int = 0
     instruct_json: str = "llava/llava_v1_5_mix665k.json"  # file2 of the official script
     instruct_image_dir: str = "llava"  # its images' folder under data_root
     rejection_json: str = "llava_med/llava_med_instruct_60k_inline_mention.json"  # file1
@@ -193,13 +197,10 @@ class MixConfig(StageConfig):
 
 
 @stage_config_class
-class TrainConfig(StageConfig):
+class TrainConfig(Seeded):
     """Stage 03, QLoRA fine-tuning; the defaults are the paper's recipe (docs/protocol.md §1.3)."""
 
     stage: ClassVar[str] = "qlora_finetune"
-    preset: str = "toy"
-    runs_root: str = "runs"
-    data_root: str = "data/toy"  # images in the mixtures are relative to it
     model_path: str = DEFAULT_MODEL  # hub id or local folder
     train_mixes: list[str] = field(default_factory=list)  # mixture names from stage 02 (one adapter each)
     quantization: Quantization = "nf4"
@@ -229,7 +230,6 @@ class TrainConfig(StageConfig):
     group_by_modality_length: bool = True
     save_steps: Positive = 50
     logging_steps: Positive = 1
-    seed: int = 0
 
     def __post_init__(self) -> None:
         if self.finetune == "full" and self.quantization != "none":
@@ -267,13 +267,10 @@ def benchmark_spec_problem(spec: Any) -> str | None:
 
 
 @stage_config_class
-class EvalConfig(StageConfig):
+class EvalConfig(Seeded):
     """Stage 04, evaluation: models, benchmarks, judges and decoding."""
 
     stage: ClassVar[str] = "evaluate"
-    preset: str = "toy"
-    runs_root: str = "runs"
-    data_root: str = "data/toy"
     model_path: str = DEFAULT_MODEL
     eval_quantization: Quantization = "none"  # the official evaluation: half precision, LoRA merged
     merge_adapters: bool = True  # fold the LoRA into the weights before generating (unquantized bases only)
@@ -292,7 +289,6 @@ class EvalConfig(StageConfig):
     do_sample: bool = False
     temperature: Annotated[float, Field(gt=0.0)] = 1.0
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
-    seed: int = 0
     batch_size: Positive = 8
     blank_image: bool = False  # give text-only items a blank image instead of none
     multi_image: Literal["images", "canvas"] = "images"  # two-image items: two inputs or one canvas; per benchmark too
@@ -313,15 +309,11 @@ class EvalConfig(StageConfig):
 
 
 @stage_config_class
-class AblationConfig(StageConfig):
+class AblationConfig(Seeded):
     """Stage 05, the studies; mixing, training and evaluation settings come from the preset's other keys."""
 
     stage: ClassVar[str] = "ablations"
-    preset: str = "toy"
-    runs_root: str = "runs"
-    data_root: str = "data/toy"
     model_path: str = DEFAULT_MODEL  # the base every fix starts from
-    seed: int = 0
     studies: list[StudyName] = field(default_factory=lambda: list(STUDIES))
     reference_fraction: Fraction = 0.1  # the reference row of every study
     mis_train_json: str = ""  # MIS's training file (stage 02's key): when set, the curated study gains its row
@@ -335,8 +327,6 @@ class FigureConfig(StageConfig):
     """Stage 06, the figures: read runs/<preset>/, write figures/<preset>/."""
 
     stage: ClassVar[str] = "figures"
-    preset: str = "toy"
-    runs_root: str = "runs"
     figures_root: str = "figures"  # figures go to figures_root/<preset>/
 
     @property

@@ -205,6 +205,11 @@ class Preset:
             raise ValueError("a preset's name is not a value: load the other preset, or save this one under it")
         return Preset.from_values(self.name, {**self.values, **values}, self.source)
 
+    def child(self, name: str, **values: Any) -> Preset:
+        """A preset for a run inside this one (a grid cell, a control organism), named `name`: this preset's values,
+        its name-derived paths kept as they are, and some values changed."""
+        return Preset.from_values(name, {**derived(self.name, self.values), **self.values, **values}, self.source)
+
     def stage(self, stage: str) -> StageConfig:
         """The config of one stage by its name (core.config.STAGES)."""
         return getattr(self, STAGE_SECTION[stage])

@@ -19,13 +19,14 @@ from typing import Any
 
 import pandas as pd
 
-from ..core.benchmarks import load_benchmark
+from ..core.benchmarks import EvalItem, load_benchmark
 from ..core.cli import stage_main
 from ..core.config import EvalConfig
 from ..core.files import DataFormatError, write_json, write_text
 from ..core.generation import Decoding, generate
 from ..core.judges import ModelJudge, judge_rows, mis_judge
 from ..core.metrics import agreement, mis_rates, results_table, score_utility, truth_agreement, truth_confusion
+from ..core.preset import Preset
 from ..core.runs import TRAINED, trained_weights
 from .tables import (
     EvalResult,
@@ -79,7 +80,7 @@ def spec_variant(spec: dict[str, Any]) -> str:
     return spec.get("mode") or spec.get("subset") or spec.get("split") or ""
 
 
-def load_items(cfg: EvalConfig, spec: dict[str, Any]) -> list:
+def load_items(cfg: EvalConfig, spec: dict[str, Any]) -> list[EvalItem]:
     """The benchmark's items (the first max_items when set)."""
     options = {k: spec[k] for k in SPEC_OPTIONS if k in spec}
     if "image_root" in options:
@@ -171,9 +172,27 @@ def to_frame(judged: list[dict], model_label: str) -> pd.DataFrame:
     return df[[*columns, *extra, "prompt", "response"]]
 
 
-def run(cfg: EvalConfig, overwrite: bool = False) -> EvalResult:
+def run(preset: Preset, overwrite: bool = False) -> EvalResult:
     """Evaluate the base model and every adapter; write results.csv, agreement.csv and metrics.json.
     Generations already on disk are reused (overwrite is not needed: a file made otherwise is refused)."""
+    cfg = preset.eval
+    items = checked_items(cfg)
+    write_json(cfg.stage_dir / "config.json", cfg.to_dict())
+    guards = [ModelJudge(cfg.judge_model_path)] if cfg.judge_model_path else []
+    guards += [mis_judge(cfg.mis_judge_model_path)] if cfg.mis_judge_model_path else []
+    models = [("base", None)] if cfg.eval_base else []
+    frames = {
+        name: to_frame(evaluate_model(cfg, name, adapter, guards, items), name)
+        for name, adapter in [*models, *[(a, a) for a in cfg.eval_adapters]]
+    }
+    res = tabulate(cfg, frames)
+    save_tables(res)
+    res.metrics = write_metrics(cfg, res)
+    return res
+
+
+def checked_items(cfg: EvalConfig) -> dict[str, list[EvalItem]]:
+    """Every benchmark's items, read (and so checked) before any model loads; the adapters must exist."""
     if not cfg.benchmarks:
         raise DataFormatError("benchmarks is empty. Fix: name at least one benchmark folder under data_root")
     if not (cfg.eval_base or cfg.eval_adapters):
@@ -181,20 +200,16 @@ def run(cfg: EvalConfig, overwrite: bool = False) -> EvalResult:
     missing = [str(adapter_path(cfg, a)) for a in cfg.eval_adapters if not adapter_path(cfg, a).is_dir()]
     if missing:
         raise FileNotFoundError(f"no adapter at {', '.join(missing)}. Fix: train these mixtures in stage 03 first")
-    items = {spec_key(spec): load_items(cfg, spec) for spec in cfg.benchmarks}  # every benchmark checked first
-    write_json(cfg.stage_dir / "config.json", cfg.to_dict())
-    guards = [ModelJudge(cfg.judge_model_path)] if cfg.judge_model_path else []
-    guards += [mis_judge(cfg.mis_judge_model_path)] if cfg.mis_judge_model_path else []
-    frames = {}
-    models = [("base", None)] if cfg.eval_base else []
-    for name, adapter in [*models, *[(a, a) for a in cfg.eval_adapters]]:
-        frames[name] = to_frame(evaluate_model(cfg, name, adapter, guards, items), name)
+    return {spec_key(spec): load_items(cfg, spec) for spec in cfg.benchmarks}
+
+
+def tabulate(cfg: EvalConfig, frames: dict[str, pd.DataFrame]) -> EvalResult:
+    """The stage's tables from every model's judgements (MIS's rates on its harmful splits only: a benign control
+    in MIS's layout is read as over-refusal, like the others)."""
     judged = pd.concat(frames.values(), ignore_index=True)
-    results = results_table(judged, cfg.bootstrap_samples, cfg.seed)
-    # MIS's rates on its harmful splits (a benign control in MIS's layout is read as over-refusal, like others)
     mis_keys = [spec_key(spec) for spec in cfg.benchmarks if spec["name"] == "mis" and spec.get("harmful", True)]
-    res = EvalResult(
-        results,
+    return EvalResult(
+        results_table(judged, cfg.bootstrap_samples, cfg.seed),
         agreement(judged),
         frames,
         cfg.headline_judge,
@@ -203,15 +218,18 @@ def run(cfg: EvalConfig, overwrite: bool = False) -> EvalResult:
         mis_rates(judged, mis_keys) if mis_keys else pd.DataFrame(),
         folder=cfg.stage_dir,
     )
-    write_text(cfg.stage_dir / "results.csv", res.results.to_csv(index=False, float_format="%.6g"))
-    write_text(cfg.stage_dir / "agreement.csv", res.agreement.to_csv(index=False, float_format="%.6g"))
+
+
+def save_tables(res: EvalResult) -> None:
+    """results.csv and agreement.csv, and the truth and MIS tables when there are any."""
+    out = res.folder
+    write_text(out / "results.csv", res.results.to_csv(index=False, float_format="%.6g"))
+    write_text(out / "agreement.csv", res.agreement.to_csv(index=False, float_format="%.6g"))
     if not res.truth.empty:
-        write_text(cfg.stage_dir / "truth_agreement.csv", res.truth.to_csv(index=False, float_format="%.6g"))
-        write_text(cfg.stage_dir / "truth_confusion.csv", res.confusion.to_csv(index=False))
+        write_text(out / "truth_agreement.csv", res.truth.to_csv(index=False, float_format="%.6g"))
+        write_text(out / "truth_confusion.csv", res.confusion.to_csv(index=False))
     if not res.mis.empty:
-        write_text(cfg.stage_dir / "mis_rates.csv", res.mis.to_csv(index=False, float_format="%.6g"))
-    res.metrics = write_metrics(cfg, res)
-    return res
+        write_text(out / "mis_rates.csv", res.mis.to_csv(index=False, float_format="%.6g"))
 
 
 def mis_flat(mis: pd.DataFrame, model: str) -> dict[str, float]:

@@ -23,6 +23,7 @@ from ..core.cli import stage_main
 from ..core.config import FigureConfig, upstream
 from ..core.files import write_text
 from ..core.plots import plot_loss_curves, read_log_history, save, style
+from ..core.preset import Preset
 from ..core.results import StageResult
 from ..core.tables import read_table, summary_markdown
 from .draw import (
@@ -152,8 +153,9 @@ def what_we_saw(res: FigureResult, metric: str = "ASR typo") -> str:
     return "\n".join(lines) or "- The studies of this preset hold neither the fraction nor the curated study."
 
 
-def run(cfg: FigureConfig, overwrite: bool = False) -> FigureResult:
+def run(preset: Preset, overwrite: bool = False) -> FigureResult:
     """Stage 06: figures_root/<preset>/ from runs_root/<preset>/ (a figure is always redrawn from the metrics)."""
+    cfg = preset.figures
     runs = Path(cfg.runs_root) / cfg.preset
     paths = build_figures(runs, cfg.stage_dir)
     return FigureResult(paths, read_table(cfg.upstream("ablations") / "summary.csv"), folder=cfg.stage_dir)

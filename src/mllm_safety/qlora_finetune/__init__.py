@@ -29,6 +29,7 @@ from ..core.config import TrainConfig
 from ..core.files import DataFormatError, write_json, write_text
 from ..core.modeling import find_parts, load_model, merge_adapter
 from ..core.names import display_label
+from ..core.preset import Preset
 from ..core.results import StageResult
 from ..core.runs import TRAINED, is_finished, start_run
 from .arguments import CONFIG_TO_TRAINER, FIXED, check_config, config_to_trainer, is_main_process, training_arguments
@@ -100,8 +101,9 @@ class TrainResult(StageResult):
         return what_we_saw(self)
 
 
-def run(cfg: TrainConfig, overwrite: bool = False) -> TrainResult:
-    """Train one adapter per mixture in cfg.train_mixes (each mixture's folder guards its own run)."""
+def run(preset: Preset, overwrite: bool = False) -> TrainResult:
+    """Train one adapter per mixture in train_mixes (each mixture's folder guards its own run)."""
+    cfg = preset.train
     check_config(cfg)
     if not cfg.train_mixes:
         raise DataFormatError("train_mixes is empty. Fix: name at least one mixture written by stage 02")
