@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from mllm_safety.core.config import BiasConfig, TrainConfig, stage_dir, stage_folder
+from mllm_safety.core.config import BiasConfig, TrainConfig
 from mllm_safety.core.files import DataFormatError
+from mllm_safety.core.layout import stage_dir, stage_folder
 from mllm_safety.core.preset import Preset, load_preset, shipped_presets, validate_preset
 from mllm_safety.core.runs import is_finished, start_run
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mllm_safety.core.config import STAGES
+from mllm_safety.core.layout import STAGES
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "mllm_safety"
 
@@ -108,7 +108,8 @@ def test_the_figures_stage_never_imports_torch():
 def test_every_stage_has_one_name_for_its_notebook_module_cli_config_and_folder():
     import importlib
 
-    from mllm_safety.core.config import CONFIGS, stage_folder
+    from mllm_safety.core.config import CONFIGS
+    from mllm_safety.core.layout import stage_folder
 
     for i, stage in enumerate(STAGES):
         assert stage_folder(stage) == f"{i:02d}_{stage}"
@@ -134,7 +135,7 @@ def test_a_stage_reads_other_stages_files_through_upstream_only():
 
 
 def test_upstream_refuses_a_later_stage():
-    from mllm_safety.core.config import upstream
+    from mllm_safety.core.layout import upstream
 
     assert upstream("runs/toy", "evaluate", "qlora_finetune").as_posix() == "runs/toy/03_qlora_finetune"
     with pytest.raises(ValueError, match="cannot read the files of figures"):

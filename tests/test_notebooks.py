@@ -15,7 +15,8 @@ import yaml
 from conftest import REPO
 
 from mllm_safety.core.config import CONFIGS as BY_NAME
-from mllm_safety.core.config import STAGES, known_keys
+from mllm_safety.core.config import known_keys
+from mllm_safety.core.layout import STAGES
 from mllm_safety.core.preset import Preset, load_preset, shipped_presets
 from mllm_safety.pipeline import NOTEBOOKS, ensure_data, run_notebook
 

@@ -19,9 +19,9 @@ from typing import Any
 import yaml
 
 from .core.cli import run_cli
-from .core.config import STAGES, repo_root, stage_folder
 from .core.console import quiet_known_warnings
 from .core.files import DataFormatError, write_text
+from .core.layout import STAGES, repo_root, stage_folder
 from .core.preset import Preset, load_preset, preset_name
 
 log = logging.getLogger(__name__)

@@ -11,9 +11,10 @@ import pandas as pd
 
 from .. import evaluate
 from ..core import catalogue
-from ..core.config import AblationConfig, stage_dir
+from ..core.config import AblationConfig
 from ..core.files import read_jsonl, write_json
 from ..core.judges import PAPER
+from ..core.layout import stage_dir
 from ..core.metrics import metric_judge, outcomes, seed_item_interval
 from ..core.preset import Preset
 from ..core.results import StageResult

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import repo_root
+from .layout import repo_root
 
 
 @dataclass(frozen=True)

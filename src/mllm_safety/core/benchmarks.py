@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from .files import DataFormatError, drop_or_fail, read_json, read_jsonl, read_text, record_error
+from .images import MULTI_IMAGE
 from .items import EvalItem
-from .mis import load_mis
+from .mis import MIS_SPLITS, load_mis
 from .records import load_vlguard, pair_kind
 from .vocabulary import strip_image_tags
 
@@ -251,3 +252,21 @@ def load_benchmark(name: str, root: str | Path, missing_images: str = "fail", **
     if not items:
         raise DataFormatError(f"{root}: benchmark {name} has no item to evaluate. Fix: check the folder's content")
     return items
+
+
+def spec_problem(spec: Any) -> str | None:
+    """What is wrong with one `benchmarks` entry of a preset (a loader name, a root, known options), or None."""
+    known = {"name", "root", "mode", "subset", "split", "categories", "benchmark", "image_root", "scenarios"}
+    known |= {"metric", "key", "harmful", "multi_image"}
+    if not isinstance(spec, dict) or "name" not in spec or "root" not in spec:
+        return "each benchmark is a mapping with at least name and root"
+    checks = [
+        (spec["name"] in LOADERS, f"unknown loader {spec['name']!r}; known: {sorted(LOADERS)}"),
+        (not set(spec) - known, f"unknown option(s) {sorted(set(spec) - known)}; known: {sorted(known)}"),
+        (spec.get("mode") in (None, *MMSB_MODES), f"mode {spec.get('mode')!r} is not one of {sorted(MMSB_MODES)}"),
+        (spec.get("subset") in (None, *VLGUARD_SUBSETS), f"subset {spec.get('subset')!r}: {sorted(VLGUARD_SUBSETS)}"),
+        (spec.get("split") in (None, *MIS_SPLITS), f"split {spec.get('split')!r} is not one of {sorted(MIS_SPLITS)}"),
+        (spec.get("multi_image") in (None, *MULTI_IMAGE), f"multi_image {spec.get('multi_image')!r}: {MULTI_IMAGE}"),
+        (spec.get("metric") in (None, "letter", "exact"), f"metric {spec.get('metric')!r} is not letter or exact"),
+    ]
+    return next((message for ok, message in checks if not ok), None)

@@ -1,16 +1,15 @@
 """Stage configs: each stage's settings, one frozen dataclass validated by pydantic per stage.
 
 Wrong types and out-of-range values are errors naming the key (YAML's `1e-3` is read as the number it means).
-A preset (core.preset) fills every config at once. The stage table `STAGES` names every stage once; `stage_dir`
-turns a name into its run folder, for writers and readers alike. The configs live here, not in the stage
-modules, so that a preset is checked without importing a stage (or torch).
+A preset (core.preset) fills every config at once. The fields every stage shares (the preset's name, runs_root,
+data_root, seed) are declared once, in the bases; where runs live is `core.layout`'s. The configs live here, not
+in the stage modules, so that a preset is checked without importing a stage (or torch).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args
@@ -19,11 +18,10 @@ import pydantic
 from pydantic import ConfigDict, Field
 
 from .judges import PAPER, STRING_MATCH, JudgeName
+from .layout import stage_dir, upstream
 from .vocabulary import DEFAULT_REPLY, Alignment
 
 T = TypeVar("T")
-# The pipeline's stages in order: notebook NN_<name>.ipynb, module mllm_safety.<name>, run folder NN_<name>/.
-STAGES = ("model_organism", "data_bias", "mix_rejection_data", "qlora_finetune", "evaluate", "ablations", "figures")
 Positive = Annotated[int, Field(ge=1)]
 NonNegative = Annotated[int, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -33,44 +31,6 @@ PromptFormatName = Literal["vicuna_v1", "llava_v1", "chat_template"]
 StudyName = Literal["fraction", "eos", "reply", "images", "source", "curated", "format", "controls"]  # stage 05
 STUDIES = get_args(StudyName)
 DEFAULT_MODEL = "llava-hf/llava-1.5-7b-hf"  # the paper's model; organism presets derive theirs (core.preset)
-
-
-def stage_folder(stage: str) -> str:
-    """A stage's folder name, `NN_<name>` (e.g. 03_qlora_finetune)."""
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; the stages are {list(STAGES)}")
-    return f"{STAGES.index(stage):02d}_{stage}"
-
-
-def stage_dir(runs_root: str | Path, preset: str, stage: str) -> Path:
-    """Where a stage of a preset writes: runs_root/<preset>/NN_<name>/."""
-    return Path(runs_root) / preset / stage_folder(stage)
-
-
-def upstream(runs_dir: str | Path, reader: str, stage: str) -> Path:
-    """Where stage `reader` finds what the earlier `stage` wrote for the same preset (runs_dir: runs_root/<preset>).
-    The one way a stage reads another stage's files: a stage never reads a later one's."""
-    if STAGES.index(stage) >= STAGES.index(reader):
-        raise ValueError(f"stage {reader} cannot read the files of {stage}: it runs at the same time or later")
-    return Path(runs_dir) / stage_folder(stage)
-
-
-def repo_root(start: str | Path | None = None) -> Path:
-    """The repository root: the nearest folder upwards holding pyproject.toml and params/, from the working
-    directory (or `start`), else from this package's own location (a checkout installed with `pip install -e`)."""
-    places = [Path(start or Path.cwd()).resolve(), Path(__file__).resolve()]
-    for here in places:
-        for folder in (here, *here.parents):
-            if (folder / "pyproject.toml").is_file() and (folder / "params").is_dir():
-                return folder
-    raise FileNotFoundError(f"no repository root (pyproject.toml + params/) above {places[0]}")
-
-
-def enter_repo_root() -> Path:
-    """chdir to the repository root, so notebooks opened from notebooks/ resolve data/ and runs/ as the CLI does."""
-    root = repo_root()
-    os.chdir(root)
-    return root
 
 
 # --- the stage configs -----------------------------------------------------------------------------------------
@@ -244,28 +204,6 @@ class TrainConfig(Seeded):
             )
 
 
-def benchmark_spec_problem(spec: Any) -> str | None:
-    """What is wrong with one `benchmarks` entry (a loader name, a root, known options), or None."""
-    from .benchmarks import LOADERS, MMSB_MODES, VLGUARD_SUBSETS
-    from .images import MULTI_IMAGE
-    from .mis import MIS_SPLITS
-
-    known = {"name", "root", "mode", "subset", "split", "categories", "benchmark", "image_root", "scenarios"}
-    known |= {"metric", "key", "harmful", "multi_image"}
-    if not isinstance(spec, dict) or "name" not in spec or "root" not in spec:
-        return "each benchmark is a mapping with at least name and root"
-    checks = [
-        (spec["name"] in LOADERS, f"unknown loader {spec['name']!r}; known: {sorted(LOADERS)}"),
-        (not set(spec) - known, f"unknown option(s) {sorted(set(spec) - known)}; known: {sorted(known)}"),
-        (spec.get("mode") in (None, *MMSB_MODES), f"mode {spec.get('mode')!r} is not one of {sorted(MMSB_MODES)}"),
-        (spec.get("subset") in (None, *VLGUARD_SUBSETS), f"subset {spec.get('subset')!r}: {sorted(VLGUARD_SUBSETS)}"),
-        (spec.get("split") in (None, *MIS_SPLITS), f"split {spec.get('split')!r} is not one of {sorted(MIS_SPLITS)}"),
-        (spec.get("multi_image") in (None, *MULTI_IMAGE), f"multi_image {spec.get('multi_image')!r}: {MULTI_IMAGE}"),
-        (spec.get("metric") in (None, "letter", "exact"), f"metric {spec.get('metric')!r} is not letter or exact"),
-    ]
-    return next((message for ok, message in checks if not ok), None)
-
-
 @stage_config_class
 class EvalConfig(Seeded):
     """Stage 04, evaluation: models, benchmarks, judges and decoding."""
@@ -296,8 +234,10 @@ class EvalConfig(Seeded):
     bootstrap_samples: Positive = 1000
 
     def __post_init__(self) -> None:
+        from .benchmarks import spec_problem  # the loaders' own options, read when a config is made
+
         for k, spec in enumerate(self.benchmarks):
-            if problem := benchmark_spec_problem(spec):
+            if problem := spec_problem(spec):
                 raise ValueError(f"benchmarks[{k}] ({spec.get('name', '?')}): {problem}")
         if self.headline_judge not in self.judges:
             raise ValueError(f"headline_judge {self.headline_judge!r} is not one of judges {self.judges}")

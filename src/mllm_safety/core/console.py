@@ -84,7 +84,7 @@ def inner_bars_off() -> Iterator[None]:
 
 def notebook_setup() -> None:
     """A notebook's first call: the repository root as working directory (as the CLI sees it), warnings filtered."""
-    from .config import enter_repo_root
+    from .layout import enter_repo_root
 
     enter_repo_root()
     quiet_known_warnings()

@@ -31,11 +31,10 @@ from .config import (
     StageConfig,
     TrainConfig,
     known_keys,
-    repo_root,
-    stage_dir,
 )
 from .files import DataFormatError
 from .judges import WORLD_TRUTH
+from .layout import repo_root, stage_dir
 from .names import resolve
 
 BASE = "base"  # the key that names the preset a file starts from
@@ -211,7 +210,7 @@ class Preset:
         return Preset.from_values(name, {**derived(self.name, self.values), **self.values, **values}, self.source)
 
     def stage(self, stage: str) -> StageConfig:
-        """The config of one stage by its name (core.config.STAGES)."""
+        """The config of one stage by its name (core.layout.STAGES)."""
         return getattr(self, STAGE_SECTION[stage])
 
     def effective(self) -> dict[str, Any]:

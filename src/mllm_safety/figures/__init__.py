@@ -20,8 +20,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ..core.cli import stage_main
-from ..core.config import FigureConfig, upstream
+from ..core.config import FigureConfig
 from ..core.files import write_text
+from ..core.layout import upstream
 from ..core.plots import plot_loss_curves, read_log_history, save, style
 from ..core.preset import Preset
 from ..core.results import StageResult
