@@ -257,7 +257,7 @@ def check_family(family: str, work: Path) -> Row:
 
 def markdown(rows: list[Row]) -> str:
     """The matrix as a markdown table, with the reasons of every cell that is not ok below it."""
-    from .replica_families import FAMILIES
+    from .families import FAMILIES
     from .replicas import REPLICAS
 
     title = (
@@ -281,7 +281,7 @@ def markdown(rows: list[Row]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: run the matrix and print (or write) the table."""
-    from .replica_families import FAMILIES
+    from .families import FAMILIES
     from .replicas import REPLICAS
 
     p = argparse.ArgumentParser(prog="python -m mllm_safety.tools.conformance", description=__doc__)

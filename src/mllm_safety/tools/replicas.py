@@ -166,7 +166,7 @@ def build_replica(family: str, out: str | Path, seed: int = 0, full_size: bool =
     from transformers import AutoProcessor
 
     from ..core.compat import allow_processors_without_video
-    from .replica_families import FAMILIES
+    from .families import FAMILIES
 
     out = Path(out)
     if family in FAMILIES:
@@ -212,7 +212,7 @@ def build_family(family: str, out: Path, seed: int) -> None:
 
     import torch
 
-    from .replica_families import FAMILIES
+    from .families import FAMILIES
 
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -226,7 +226,7 @@ def build_family(family: str, out: Path, seed: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     """CLI: build a replica folder."""
     p = argparse.ArgumentParser(prog="python -m mllm_safety.tools.replicas", description=__doc__)
-    p.add_argument("family", help="llava-1.5, llava-next, or a family of tools.replica_families")
+    p.add_argument("family", help="llava-1.5, llava-next, or a family of tools.families")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--full-size", action="store_true", help="keep the checkpoint's layer sizes (GPU benchmarks)")
