@@ -7,6 +7,7 @@ within a benchmark; categories are the benchmark's own (scenario, FigStep topic,
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import logging
 import re
@@ -251,6 +252,21 @@ def load_benchmark(name: str, root: str | Path, missing_images: str = "fail", **
     items = filter_missing_images(items, root, missing_images)
     if not items:
         raise DataFormatError(f"{root}: benchmark {name} has no item to evaluate. Fix: check the folder's content")
+    return items
+
+
+SPEC_OPTIONS = ("mode", "subset", "split", "categories", "benchmark", "image_root", "scenarios")  # to the loader
+
+
+def load_spec(spec: dict[str, Any], data_root: str | Path) -> list[EvalItem]:
+    """The items of one `benchmarks` entry of a preset, its folders under data_root; `harmful` in the entry marks
+    a benign control in a harmful benchmark's layout (its metric becomes over-refusal)."""
+    options = {k: spec[k] for k in SPEC_OPTIONS if k in spec}
+    if "image_root" in options:
+        options["image_root"] = Path(data_root) / options["image_root"]
+    items = load_benchmark(spec["name"], Path(data_root) / spec["root"], **options)
+    if "harmful" in spec:
+        items = [dataclasses.replace(it, harmful=bool(spec["harmful"])) for it in items]
     return items
 
 

@@ -10,7 +10,6 @@ CLI: `python -m mllm_safety.evaluate --preset toy` (settings: `core.config.EvalC
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import json
 import logging
@@ -19,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..core.benchmarks import EvalItem, load_benchmark
+from ..core.benchmarks import EvalItem, load_spec
 from ..core.cli import stage_main
 from ..core.config import EvalConfig
 from ..core.files import DataFormatError, write_json, write_text
@@ -59,7 +58,6 @@ __all__ = [
 ]
 log = logging.getLogger(__name__)
 TRUTH_COLUMNS = ("truth_class", "truth_topic", "item_topic", "on_topic", "exact")  # what world_truth adds
-SPEC_OPTIONS = ("mode", "subset", "split", "categories", "benchmark", "image_root", "scenarios")  # to load_benchmark
 
 
 def decoding(cfg: EvalConfig) -> Decoding:
@@ -82,12 +80,7 @@ def spec_variant(spec: dict[str, Any]) -> str:
 
 def load_items(cfg: EvalConfig, spec: dict[str, Any]) -> list[EvalItem]:
     """The benchmark's items (the first max_items when set)."""
-    options = {k: spec[k] for k in SPEC_OPTIONS if k in spec}
-    if "image_root" in options:
-        options["image_root"] = Path(cfg.data_root) / options["image_root"]
-    items = load_benchmark(spec["name"], Path(cfg.data_root) / spec["root"], **options)
-    if "harmful" in spec:  # a benign control in a harmful benchmark's layout: its metric becomes over-refusal
-        items = [dataclasses.replace(it, harmful=bool(spec["harmful"])) for it in items]
+    items = load_spec(spec, cfg.data_root)
     return items[: cfg.max_items] if cfg.max_items > 0 else items
 
 

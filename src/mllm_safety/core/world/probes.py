@@ -40,8 +40,9 @@ def caption_records(root: Path, seed: int, per_word: int = 9) -> list[dict]:
 
 
 def probe_items(world: World, root: Path, seed: int) -> dict[str, list[EvalItem]]:
-    """Held-out probes: text prompts, word images of held-out topics with held-out prompts, and MIS-format
-    pairs (one item per pair and order, its first held-out prompt)."""
+    """Held-out probes: text prompts, word images of held-out topics with held-out prompts, MIS-format pairs (one
+    item per pair and order, its first held-out prompt), and a caption probe on the held-out harmful words (drawn
+    last, so that adding it left every earlier probe image as it was)."""
     rng = random.Random(seed + 7)
     root.mkdir(parents=True, exist_ok=True)
 
@@ -75,6 +76,8 @@ def probe_items(world: World, root: Path, seed: int) -> dict[str, list[EvalItem]
         "mis_easy": pair_items("easy", mis["easy"], True),
         "mis_hard": pair_items("hard", mis["hard"], True),
         "mis_benign": pair_items("benign", mis["benign"], False),
+        # asked what the image says (the trained caption question): does the organism read the harmful word?
+        "caption_harmful": items(world.harmful_test, [CAPTION_Q], True, True),
     }
 
 
