@@ -451,7 +451,11 @@ def test_an_unknown_scheduler_fails_before_the_model_loads(tmp_path, monkeypatch
     runs = tmp_path / "runs"
     cfg = small_cfg(runs, tmp_path, tmp_path / "model", lr_scheduler="cosine_typo")
     allowed = ", ".join(s.value for s in SchedulerType)
-    for call in (train.run, lambda c: train.train_mixture(c, MIX)):
+
+    def stage(c: TrainConfig) -> None:  # the stage as its CLI runs it: on the whole preset
+        train.run(Preset.from_values(c.preset, c.to_dict()))
+
+    for call in (stage, lambda c: train.train_mixture(c, MIX)):
         with pytest.raises(DataFormatError) as err:
             call(cfg)
         assert str(err.value) == f"lr_scheduler 'cosine_typo' is not one of {allowed}"
