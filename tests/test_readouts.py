@@ -107,3 +107,14 @@ def test_criteria_table_passes_only_when_every_read_number_meets_its_threshold()
     assert table.loc["C3", "value"] == "1.00, 1.00, 0.94"
     missing = criteria_table({"steps": {"step4": {}}})
     assert not missing["passes"].any() and missing.loc["C5", "value"] == "—"
+
+
+def test_the_caption_probe_leaves_the_earlier_probe_images_untouched(tmp_path):
+    """The caption probe is drawn last and saved apart: every earlier probe reads the images it read before."""
+    from mllm_safety.core.world import make_world, probe_items
+
+    probes = probe_items(make_world(0), tmp_path, 0)
+    earlier = [it.image for name, items in probes.items() if name != "caption_harmful" for it in items if it.image]
+    shown = {p for image in earlier for p in ([image] if isinstance(image, str) else image)}
+    captions = {it.image for it in probes["caption_harmful"]}
+    assert captions and not captions & shown and all(p.startswith(str(tmp_path / "caption")) for p in captions)

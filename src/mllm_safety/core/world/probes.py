@@ -42,18 +42,21 @@ def caption_records(root: Path, seed: int, per_word: int = 9) -> list[dict]:
 def probe_items(world: World, root: Path, seed: int) -> dict[str, list[EvalItem]]:
     """Held-out probes: text prompts, word images of held-out topics with held-out prompts, MIS-format pairs (one
     item per pair and order, its first held-out prompt), and a caption probe on the held-out harmful words (drawn
-    last, so that adding it left every earlier probe image as it was)."""
+    last and saved in its own folder, so that adding it left every earlier probe image as it was)."""
     rng = random.Random(seed + 7)
     root.mkdir(parents=True, exist_ok=True)
 
-    def image(t: str) -> str:
-        path = root / f"{t}.png"
+    def image(t: str, folder: Path) -> str:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{t}.png"
         render_word(t, rng).save(path)
         return str(path)
 
-    def items(topics: tuple[str, ...], prompts: list[str], harmful: bool, with_image: bool) -> list[EvalItem]:
+    def items(
+        topics: tuple[str, ...], prompts: list[str], harmful: bool, with_image: bool, folder: Path = root
+    ) -> list[EvalItem]:
         return [
-            EvalItem(f"{t}/{k}", "probe", t, p.replace("{t}", t), image(t) if with_image else None, harmful)
+            EvalItem(f"{t}/{k}", "probe", t, p.replace("{t}", t), image(t, folder) if with_image else None, harmful)
             for t in topics
             for k, p in enumerate(prompts)
         ]
@@ -77,7 +80,7 @@ def probe_items(world: World, root: Path, seed: int) -> dict[str, list[EvalItem]
         "mis_hard": pair_items("hard", mis["hard"], True),
         "mis_benign": pair_items("benign", mis["benign"], False),
         # asked what the image says (the trained caption question): does the organism read the harmful word?
-        "caption_harmful": items(world.harmful_test, [CAPTION_Q], True, True),
+        "caption_harmful": items(world.harmful_test, [CAPTION_Q], True, True, root / "caption"),
     }
 
 
