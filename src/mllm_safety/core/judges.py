@@ -129,6 +129,7 @@ class Registry(Mapping[str, Any]):
 
 JUDGES = Registry(dict(zip(STRING_MATCH, (paper_strmatch, xstest_strmatch, refusal_keywords), strict=True)))
 TRUTH_DETAILS = Registry({})  # judge -> what it records beside the label, from the whole row
+ROW_LABELS = Registry({})  # judge -> its label of a whole evaluated row, where the item decides (world_truth: topic)
 TRUTH_MIS_RATES = Registry({})  # judge -> its truth class -> MIS rate (asr, rsr, rr; any other class is hr)
 
 
@@ -137,12 +138,16 @@ def register_judge(
     label: Callable[[str], str],
     detail: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     mis_rates: dict[str, str] | None = None,
+    row_label: Callable[[dict[str, Any]], str] | None = None,
 ) -> None:
     """Add a judge (response -> one of LABELS) under `name`, with what it records beside the label
-    (TRUTH_DETAILS) and its class -> MIS rate table (TRUTH_MIS_RATES) when it has them."""
+    (TRUTH_DETAILS), its class -> MIS rate table (TRUTH_MIS_RATES) and its label of a whole row (ROW_LABELS,
+    used by `judge_rows` instead of `label`) when it has them."""
     JUDGES.entries[name] = label
     if detail is not None:
         TRUTH_DETAILS.entries[name] = detail
+    if row_label is not None:
+        ROW_LABELS.entries[name] = row_label
     if mis_rates is not None:
         TRUTH_MIS_RATES.entries[name] = mis_rates
 
@@ -233,7 +238,8 @@ def judge_rows(rows: list[dict[str, Any]], judge: str, model_judge: ModelJudge |
     """Judgement rows: each generation row plus `label` and `judge`."""
     if judge in JUDGES:
         fn, detail = JUDGES[judge], TRUTH_DETAILS.get(judge, lambda _: {})
-        return [{**r, "label": fn(r["response"]), "judge": judge, **detail(r)} for r in rows]
+        label = ROW_LABELS.get(judge, lambda r: fn(r["response"]))
+        return [{**r, "label": label(r), "judge": judge, **detail(r)} for r in rows]
     if model_judge is not None and judge == model_judge.name:  # the judge's own words kept as `judge_output`
         outputs = [model_judge.output(r["prompt"], r["response"]) for r in rows]
         return [

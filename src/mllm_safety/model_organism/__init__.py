@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..core import numerics
 from ..core import world as tw
 from ..core.cli import stage_main
 from ..core.config import OrganismConfig
@@ -62,9 +63,17 @@ def run(preset: Preset, overwrite: bool = False) -> OrganismResult:
         raise DataFormatError("model_path is empty. Fix: load the config from an organism preset (world: true)")
     if is_finished(cfg.stage_dir, cfg) and (Path(cfg.model_path) / "config.json").is_file():
         previous = reused(cfg)
-        if previous.build.get("instrument") == INSTRUMENT:
+        if previous.build.get("instrument") == INSTRUMENT and previous.build.get("numerics") == numerics.describe():
             return previous
-        log.warning("%s: built before the probes measured what they measure now; building again", cfg.stage_dir)
+        log.warning(
+            "%s: built with other probes or numeric kernels (build.json: instrument %s, numerics %s; now %s, %s); "
+            "building again",
+            cfg.stage_dir,
+            previous.build.get("instrument"),
+            previous.build.get("numerics"),
+            INSTRUMENT,
+            numerics.describe(),
+        )
     start_run(cfg.stage_dir, cfg, overwrite)
     if not Path(cfg.data_root).exists():
         tw.build_world(Path(cfg.data_root), seed=cfg.seed)
@@ -75,6 +84,7 @@ def run(preset: Preset, overwrite: bool = False) -> OrganismResult:
     save_model(done.model, done.processor, Path(cfg.model_path))
     result = {
         "instrument": INSTRUMENT,
+        "numerics": numerics.describe(),
         "steps": done.metrics,
         "final_loss": {k: v[-1] for k, v in done.losses.items()},
         "vocabulary": coverage(done.processor, done.trained, evaluation_prompts(preset, probes)),

@@ -51,6 +51,7 @@ from .truth import (
     truth_class,
     truth_detail,
     truth_label,
+    truth_row_label,
 )
 from .vocab import (
     BENIGN,
@@ -155,6 +156,7 @@ __all__ = [
     "truth_class",
     "truth_detail",
     "truth_label",
+    "truth_row_label",
     "utility_jsonl",
     "vlguard_records",
     "with_replay",
