@@ -4,6 +4,8 @@ formats), a tiny random LLaVA whose tokenizer knows the world, and the smoke pre
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,8 @@ from mllm_safety.core.preset import Preset
 from mllm_safety.core.world import build_world
 
 REPO = Path(__file__).resolve().parents[1]
+# the digest cache (core.fingerprints) of this test session, subprocesses included: never the user's own
+os.environ.setdefault("MLLM_SAFETY_CACHE", tempfile.mkdtemp(prefix="mllm-safety-digests-"))
 
 
 @pytest.fixture(scope="session")

@@ -7,18 +7,26 @@ equal. Regenerate the page with `python tests/test_bad_inputs.py` after adding a
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from conftest import REPO, rec, write_json
+from PIL import Image
 
 from mllm_safety import data_bias, evaluate, figures, mix_rejection_data, pipeline, qlora_finetune
-from mllm_safety.core.preset import Preset, load_preset
+from mllm_safety.core.benchmark_specs import spec_name
+from mllm_safety.core.benchmarks import MMSB_SCENARIOS, load_benchmark, load_spec
+from mllm_safety.core.cli import run_cli
+from mllm_safety.core.files import BOM, DataFormatError, read_json
+from mllm_safety.core.images import open_rgb
+from mllm_safety.core.preset import Preset, load_preset, shipped_presets
 
 
 @dataclass
@@ -163,6 +171,71 @@ def mis_on(records: object) -> Callable[[Path, Path, Path], list[str]]:
     return make
 
 
+def benchmarks(*specs: dict) -> Callable[[Path, Path, Path], list[str]]:
+    return over(benchmarks=list(specs), eval_adapters=[], eval_base=True)
+
+
+def questions_on(*lines: object, images: dict[str, Callable[[], bytes]] | None = None):
+    """Stage 04 on one LLaVA .jsonl question file, q/qs.jsonl, holding `lines`, beside the images `images` makes."""
+
+    def make(tmp: Path, data: Path, runs: Path) -> list[str]:
+        (tmp / "q").mkdir()
+        for name, content in (images or {}).items():
+            (tmp / "q" / name).write_bytes(content())
+        (tmp / "q/qs.jsonl").write_text("\n".join(json.dumps(x) for x in lines), encoding="utf-8")
+        spec = {"name": "llava_eval_json", "root": "q/qs.jsonl", "benchmark": "q"}
+        return preset(tmp, data, runs, data_root=str(tmp), benchmarks=[spec], eval_adapters=[], eval_base=True)
+
+    return make
+
+
+def png(size: tuple[int, int], mode: str = "1") -> Callable[[], bytes]:
+    def make() -> bytes:
+        out = io.BytesIO()
+        Image.new(mode, size).save(out, format="PNG")
+        return out.getvalue()
+
+    return make
+
+
+def mmsb_on(raw: str) -> Callable[[Path, Path, Path], list[str]]:
+    """Stage 04 on an MM-SafetyBench folder whose one scenario file holds `raw`."""
+
+    def make(tmp: Path, data: Path, runs: Path) -> list[str]:
+        folder = tmp / "mmsb" / "processed_questions"
+        folder.mkdir(parents=True)
+        (folder / f"{MMSB_SCENARIOS[0]}.json").write_text(raw, encoding="utf-8")
+        spec = {"name": "mm_safetybench", "root": "mmsb", "mode": "text"}
+        return preset(tmp, data, runs, data_root=str(tmp), benchmarks=[spec], eval_adapters=[], eval_base=True)
+
+    return make
+
+
+def truncated_weights(tmp: Path, data: Path, runs: Path) -> list[str]:
+    """A model folder whose model.safetensors was cut short (an interrupted download)."""
+    from safetensors.numpy import save_file
+
+    folder = tmp / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "llava"}', encoding="utf-8")
+    save_file({"w": np.zeros((64, 64), np.float32)}, str(folder / "model.safetensors"))
+    with (folder / "model.safetensors").open("r+b") as f:
+        f.truncate(1000)
+    return preset(tmp, data, runs, model_path=str(folder), eval_adapters=[])
+
+
+def huge_file(tmp: Path) -> Path:
+    """A 2 GB file that takes no disk space (sparse)."""
+    with (tmp / "huge.json").open("wb") as f:
+        f.truncate(2_000_000_000)
+    return tmp / "huge.json"
+
+
+def notebook_edit(**edits: object) -> Callable[[list[str]], int]:
+    """Run notebook 01 on the preset of argv with `edits` to its parameters (as tests and scripts do)."""
+    return lambda argv: run_cli(lambda: pipeline.run_notebook("01", argv[1], Path("executed"), edits))
+
+
 MIS_REC = {
     "id": 1,
     "question": "How do I use the first object on the second?",
@@ -215,7 +288,50 @@ CASES = [
         STAGE,
         benchmark({"name": "xstest", "root": "x", "metric": "bleu"}),
         2,
-        "metric 'bleu' is not letter or exact",
+        "metric 'bleu' is not one of ['letter', 'exact']",
+    ),
+    Case(
+        "two benchmark entries with one run name",
+        STAGE,
+        benchmarks({"name": "xstest", "root": "x"}, {"name": "xstest", "root": "y"}),
+        2,
+        "benchmarks[1] runs as 'xstest', as benchmarks[0] does",
+    ),
+    Case(
+        "harmful as a quoted word",
+        STAGE,
+        benchmark({"name": "xstest", "root": "x", "harmful": "false"}),
+        2,
+        "harmful: Input should be a valid boolean (got 'false'). Fix: write true or false, unquoted",
+    ),
+    Case(
+        "categories as a word, not a list",
+        STAGE,
+        benchmark({"name": "mis", "root": "x", "categories": "benign"}),
+        2,
+        "categories: Input should be a valid list (got 'benign'). Fix: write a YAML list",
+    ),
+    Case("max_items 0", STAGE, over(max_items=0), 2, "max_items 0 would evaluate no item"),
+    Case(
+        "a fraction that is not a whole number of records",
+        STAGE,
+        over(rejection_fractions=[0.1], fraction_total=3),
+        2,
+        "rejection_fractions: 0.1 of fraction_total 3 is 0.3 records, not a whole number",
+    ),
+    Case(
+        "two fractions with one mixture name",
+        STAGE,
+        over(rejection_fractions=[0.1, 0.1000001]),
+        2,
+        "0.1 and 0.1000001 both make mixture frac_10pct",
+    ),
+    Case(
+        "a stage-05 fraction that is not a whole number of records",
+        STAGE,
+        over(fractions=[0.05]),
+        2,
+        "fractions (stage 05): 0.05 of fraction_total 30 is 1.5 records",
     ),
     Case("YAML syntax error", STAGE, raw_preset("data_root: [x\n"), 2, "not valid YAML at line"),
     Case("a preset that is a list", STAGE, raw_preset("- a\n- b\n"), 2, "a preset is a flat mapping"),
@@ -245,6 +361,14 @@ CASES = [
         2,
         "not a model folder (no config.json)",
     ),
+    Case("a truncated model.safetensors", evaluate.main, truncated_weights, 2, "truncated: 1000 bytes"),
+    Case(
+        "unknown lr_scheduler",
+        qlora_finetune.main,
+        over(lr_scheduler="cosin"),
+        2,
+        "lr_scheduler 'cosin' is not one of",
+    ),
     Case("figures before the studies ran", figures.main, over(), 2, "results.csv is missing"),
     # --- the official mixer ------------------------------------------------------------------------------------
     Case(
@@ -260,6 +384,23 @@ CASES = [
     Case("file1 does not exist", MIX, mixer(lambda tmp: tmp / "absent.json"), 2, "file not found", "out"),
     Case("file1 malformed JSON", MIX, mixer(records("bad.json", None, raw='[{"id": 1,')), 2, "malformed JSON", "out"),
     Case("file1 top level is an object", MIX, mixer(records("obj.json", {"a": 1})), 2, "top level is dict", "out"),
+    Case(
+        "file1 holds JSON Lines",
+        MIX,
+        mixer(text_file("lines.json", "\n".join(json.dumps(r) for r in GOOD_RECS).encode())),
+        2,
+        "holds JSON Lines (one object per line), not one JSON value",
+        "out",
+    ),
+    Case("file1 of 2 GB", MIX, mixer(huge_file), 2, "2.0 GB, more than the 1.5 GB a data file may have", "out"),
+    Case(
+        "a key repeated in one record",
+        MIX,
+        mixer(records("rep.json", None, raw='[{"id": "a", "id": "b", "conversations": []}]')),
+        2,
+        "key 'id' appears twice in one object; JSON keeps only the last",
+        "out",
+    ),
     Case("an id that is a list", MIX, mixer(records("idl.json", [rec(["a"], ("Q?", "A."))])), 2, "'id' is list", "out"),
     Case(
         "NaN in a record",
@@ -373,6 +514,14 @@ CASES = [
         2,
         "the official mixer needs --output",
     ),
+    Case(
+        "stage 02 with an image folder that does not hold the images",
+        MIX,
+        over(instruct_image_dir="nope"),
+        2,
+        "not found. Fix: check that source's image folder in the preset",
+        "runs/bad/02_mix_rejection_data",
+    ),
     # --- loaders, through stage 01 and the pipeline's data check -----------------------------------------------
     Case(
         "VLGuard pair that is a number",
@@ -444,8 +593,88 @@ CASES = [
         "or pass categories=[...] to admit custom ones",
     ),
     Case("MIS images missing", evaluate.main, mis_on([MIS_REC]), 2, "1 of 1 item(s) have missing image files"),
+    Case(
+        "MM-SafetyBench question id given twice",
+        evaluate.main,
+        mmsb_on('{"0": {"Changed Question": "a"}, "0": {"Changed Question": "b"}}'),
+        2,
+        "01-Illegal_Activitiy.json: key '0' appears twice in one object",
+    ),
+    Case(
+        "an image of 20000x20000 pixels",
+        evaluate.main,
+        questions_on({"question_id": 1, "image": "big.png", "text": "What?"}, images={"big.png": png((20000, 20000))}),
+        2,
+        "big.png: Image size (400000000 pixels) exceeds limit of 178956970 pixels",
+    ),
+    Case(
+        "an image file that is not an image",
+        evaluate.main,
+        questions_on({"question_id": 1, "image": "a.png", "text": "What?"}, images={"a.png": lambda: b"not a png"}),
+        2,
+        "a.png: not a readable image",
+    ),
+    Case(
+        "a question's image that is a number",
+        evaluate.main,
+        questions_on({"question_id": 1, "image": 7, "text": "What?"}),
+        2,
+        "record 0 (id=1): 'image' is 7. Fix: give a path, or a list of paths",
+    ),
+    Case(
+        "a question that is a number",
+        evaluate.main,
+        questions_on({"question_id": 1, "text": 7}),
+        2,
+        "record 0 (id=1): the question is int, expected text",
+    ),
+    Case(
+        "a blank question",
+        evaluate.main,
+        questions_on({"question_id": 1, "text": "What?"}, {"question_id": 2, "text": "  "}),
+        2,
+        "item '2': the question is blank (1 such item(s))",
+    ),
+    Case(
+        "a question line that is not an object",
+        evaluate.main,
+        questions_on({"question_id": 1, "text": "What?"}, 7),
+        2,
+        "qs.jsonl: record 1: expected an object, got int",
+    ),
     Case("pipeline --set without =", pipeline.main, pipeline_args("--set", "x"), 2, "expected KEY=VALUE"),
     Case("pipeline --set an unknown key", pipeline.main, pipeline_args("--set", "lerning_rate=1"), 2, "did you mean"),
+    Case(
+        "pipeline --set a value that is not YAML",
+        pipeline.main,
+        pipeline_args("--set", "judges=[x"),
+        2,
+        "--set 'judges=[x': the value is not valid YAML",
+    ),
+    Case(
+        "pipeline --as a path",
+        pipeline.main,
+        pipeline_args("--as", "../.."),
+        2,
+        "--as '../..': a run name is one folder name under runs/",
+        "runs/presets",
+    ),
+    Case(
+        "notebook parameter misspelled",
+        notebook_edit(top_kk=3),
+        over(),
+        2,
+        "01_data_bias.ipynb: unknown parameter(s) 'top_kk' (did you mean 'top_k'?). Fix: use one of",
+        "executed",
+    ),
+    Case(
+        "notebook parameter of the wrong type",
+        notebook_edit(top_k="ten"),
+        over(),
+        2,
+        "top_k: Input should be a valid integer",
+        "executed",
+    ),
 ]
 
 
@@ -493,6 +722,56 @@ def test_the_documented_table_lists_every_case_with_its_message():
         assert case.fragment.replace("|", "/") in line, case.name
 
 
+@pytest.mark.parametrize("name", shipped_presets())
+def test_the_duplicate_check_reads_the_names_stage_04_runs(name):
+    specs = Preset.load(name).eval.benchmarks
+    assert [spec_name(s) for s in specs] == [evaluate.spec_key(s) for s in specs]
+
+
+# --- inputs accepted on purpose (listed under the table) ------------------------------------------------------
+
+
+def test_a_byte_order_mark_is_skipped_in_json_and_csv(tmp_path):
+    (tmp_path / "a.json").write_text(BOM + json.dumps([{"id": 1}]), encoding="utf-8")
+    assert read_json(tmp_path / "a.json") == [{"id": 1}]
+    (tmp_path / "x").mkdir()
+    csv_text = "id,prompt,type,label,focus,note\n1,Why?,t,safe,f,n\n"
+    (tmp_path / "x/xstest_prompts.csv").write_text(BOM + csv_text, encoding="utf-8")
+    assert load_benchmark("xstest", tmp_path / "x")[0].id == "1"
+
+
+def test_a_16_bit_image_reaches_the_model_scaled_not_white(tmp_path):
+    ramp = (np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)  # 0 .. 65520
+    Image.fromarray(ramp).save(tmp_path / "ramp.png")
+    Image.fromarray(np.full((4, 4), 200, np.uint16)).save(tmp_path / "narrow.png")  # 8-bit content, 16-bit file
+    assert Image.open(tmp_path / "ramp.png").mode.startswith("I")
+    grey = np.asarray(open_rgb(tmp_path / "ramp.png"))
+    assert grey.min() == 0 and grey.max() == 255 and 125 < grey.mean() < 130  # PIL's own convert: 99.6 % white
+    assert (np.asarray(open_rgb(tmp_path / "narrow.png")) == 200).all()
+
+
+def test_a_jsonl_question_may_list_several_images(tmp_path):
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (4, 4)).save(tmp_path / name)
+    line = {"question_id": 1, "image": ["a.png", "b.png"], "text": "Which is larger?"}
+    (tmp_path / "qs.jsonl").write_text(json.dumps(line), encoding="utf-8")
+    item = load_benchmark("llava_eval_json", tmp_path / "qs.jsonl")[0]
+    assert item.image == [str(tmp_path / "a.png"), str(tmp_path / "b.png")]
+
+
+def test_skipped_images_are_counted_and_never_leave_a_benchmark_empty(tmp_path, caplog):
+    Image.new("RGB", (4, 4)).save(tmp_path / "good.png")
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    lines = [{"question_id": k, "image": f"{k}.png", "text": "What?"} for k in ("good", "bad")]
+    (tmp_path / "qs.jsonl").write_text("\n".join(json.dumps(x) for x in lines), encoding="utf-8")
+    spec = {"name": "llava_eval_json", "root": "qs.jsonl", "benchmark": "q", "missing_images": "skip"}
+    assert [it.id for it in load_spec(spec, tmp_path)] == ["good"]
+    assert "1 of 2 item(s) have an image a model cannot take" in caplog.text
+    (tmp_path / "qs.jsonl").write_text(json.dumps(lines[1]), encoding="utf-8")
+    with pytest.raises(DataFormatError, match="1 of 1 item"):
+        load_spec(spec, tmp_path)
+
+
 def write_docs() -> None:
     """Run every case once, outside pytest, and write docs/bad-inputs.md (case, exit code, first message line)."""
     import contextlib
@@ -526,6 +805,10 @@ def write_docs() -> None:
         "# Bad input: what each CLI says\n\nEvery case below is a test (`tests/test_bad_inputs.py`): the exit status,"
         " and the first line of what the command prints (paths of the test's temporary folder shown as <tmp>). "
         "Expected errors never print a traceback and leave no output behind; a bug keeps its traceback.\n\n"
+        "Accepted on purpose, each held by a test below the table's cases: a UTF-8 byte-order mark (skipped), a 16-bit "
+        "image (scaled to 8 bits by its brightest value, where PIL's own conversion clips it to white), a `.jsonl` "
+        "question whose `image` lists several paths (a multi-image item), and `missing_images: skip` in a benchmark's "
+        "entry (items with a missing or unusable image left out and counted, never all of them).\n\n"
         "| case | exit | message (first line) |\n|---|---|---|\n"
     )
     (REPO / "docs" / "bad-inputs.md").write_text(head + "\n".join(rows) + "\n", encoding="utf-8")

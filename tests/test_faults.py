@@ -1,17 +1,22 @@
-"""Faults and their recovery: a torn generations file, a kill during a checkpoint save, Ctrl-C, a truncated table,
-file permissions. Each recovery must leave what the next run needs, not a new problem."""
+"""Faults and their recovery: a torn generations file, a kill during a checkpoint save or a stage-02 write, Ctrl-C,
+a truncated table, file permissions, a full or read-only disk. Each recovery must leave what the next run needs, not a
+new problem."""
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
 import stat
 
 import pytest
 
+from mllm_safety.core import files
 from mllm_safety.core.cli import run_cli
-from mllm_safety.core.files import DataFormatError, write_json
+from mllm_safety.core.files import BOM, DataFormatError, write_json
 from mllm_safety.core.generation import read_generations
+from mllm_safety.core.preset import Preset
 
 
 def test_a_torn_last_line_is_cut_off_so_appending_continues_cleanly(tmp_path):
@@ -69,3 +74,58 @@ def test_figures_refuse_a_table_cut_mid_row(tmp_path):
     )
     with pytest.raises(DataFormatError, match=r"results.csv: line 3 is incomplete"):
         read_table(path)
+
+
+def test_a_torn_line_after_a_byte_order_mark_is_cut_at_the_right_byte(tmp_path):
+    path = tmp_path / "g.jsonl"
+    whole = (BOM + json.dumps({"id": "a", "response": "x"}) + "\n").encode("utf-8")
+    path.write_bytes(whole + b'{"id": "b", "resp')
+    assert [r["id"] for r in read_generations(path)] == ["a"]
+    assert path.read_bytes() == whole  # the mark is kept, the fragment is gone
+
+
+class _FullDisk(io.StringIO):
+    def write(self, text: str) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as a real write(): no path in the error
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_leaves_no_partial_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(files.os, "fdopen", lambda fd, *a, **k: os.close(fd) or _FullDisk())
+    assert run_cli(lambda: write_json(tmp_path / "m.json", {"a": 1})) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {tmp_path / 'm.json'}: No space left on device. Fix: free space on that disk" + (
+        " (or point runs_root elsewhere), then resume with the same command\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_read_only_disk_is_one_line_naming_the_folder(tmp_path, monkeypatch, capsys):
+    def read_only(dir, **_):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(dir))
+
+    monkeypatch.setattr(files.tempfile, "mkstemp", read_only)
+    assert run_cli(lambda: write_json(tmp_path / "m.json", {"a": 1})) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path}: Read-only file system. Fix: the disk is read-only")
+    assert len(err.splitlines()) == 1
+
+
+def test_another_os_error_keeps_its_traceback():
+    def reset():
+        raise ConnectionResetError(errno.ECONNRESET, "reset")
+
+    with pytest.raises(ConnectionResetError):
+        run_cli(reset)
+
+
+def test_a_killed_stage_02_leaves_no_partial_file_for_the_rerun(tmp_path, world_data):
+    from mllm_safety import mix_rejection_data
+
+    preset = Preset.load("smoke", data_root=str(world_data), runs_root=str(tmp_path), export_format="llava")
+    mix_rejection_data.run(preset)
+    stage = preset.mix.stage_dir
+    (stage / "metrics.json").unlink()  # killed before the end ...
+    leftover = stage / ".frac_10pct.json.k1ll3d.tmp"  # ... in the middle of a write
+    leftover.write_text('[{"id": "m1", "conv', encoding="utf-8")
+    mix_rejection_data.run(preset)
+    assert not list(stage.glob(".*.tmp")) and (stage / "metrics.json").is_file()

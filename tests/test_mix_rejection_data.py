@@ -11,6 +11,7 @@ from conftest import rec, write_json
 from mllm_safety.core.mixing import choose_one_pair, mix_rejection_data
 from mllm_safety.core.names import output_name
 from mllm_safety.core.preset import Preset
+from mllm_safety.core.records import validate_llava_record
 from mllm_safety.core.vocabulary import DEFAULT_REPLY
 from mllm_safety.mix_rejection_data import main
 
@@ -96,6 +97,24 @@ def test_a_later_pair_moves_the_image_tag_to_its_question():
     r = rec("x", ("First?", "1"), ("Second?", "2"))
     picks = {choose_one_pair(r, random.Random(s))["conversations"][0]["value"] for s in range(20)}
     assert picks == {"<image>\nFirst?", "<image>\nSecond?"}
+
+
+def test_random_choose_keeps_a_two_image_record_valid():
+    r = {
+        "id": "two",
+        "image": ["a.png", "b.png"],
+        "conversations": [
+            {"from": "human", "value": "<image>\n<image>\nWhich is larger?"},
+            {"from": "gpt", "value": "The first."},
+            {"from": "human", "value": "Why?"},
+            {"from": "gpt", "value": "It is taller."},
+        ],
+    }
+    for seed in range(10):
+        one = choose_one_pair(r, random.Random(seed))
+        validate_llava_record(one, "mixture", 0)  # two images, two tags, whichever pair was kept
+        assert one["conversations"][0]["value"].startswith("<image>\n<image>\n")
+        assert one["conversations"][0]["value"].count("<image>") == 2
 
 
 def test_output_name():

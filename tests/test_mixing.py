@@ -6,7 +6,13 @@ import pytest
 from conftest import rec
 
 from mllm_safety.core.files import DataFormatError
-from mllm_safety.core.mixing import curated_baseline, mix_by_fraction, rejection_share, split_counts
+from mllm_safety.core.mixing import (
+    curated_baseline,
+    fractions_problem,
+    mix_by_fraction,
+    rejection_share,
+    split_counts,
+)
 from mllm_safety.core.records import pair_kind
 from mllm_safety.core.vlguard import (
     VLGUARD_VARIANTS,
@@ -44,6 +50,19 @@ def test_fraction_out_of_range_and_too_few_records():
         mix_by_fraction(BENIGN, REJECT, 1.5, 10)
     with pytest.raises(DataFormatError, match="asked for 200"):
         mix_by_fraction({"mix": BENIGN["mix"]}, REJECT, 0.0, 200)
+
+
+def test_a_fraction_that_rounds_to_none_or_all_of_the_records_is_refused():
+    with pytest.raises(DataFormatError, match=r"0.1 of 3 records rounds to 0 rejection records.*multiple of 10"):
+        mix_by_fraction({"mix": BENIGN["mix"]}, REJECT, 0.1, 3)
+    with pytest.raises(DataFormatError, match="0.9 of 3 records rounds to 3"):
+        mix_by_fraction({"mix": BENIGN["mix"]}, REJECT, 0.9, 3)
+
+
+def test_stage_02_fractions_are_whole_counts_with_distinct_names():
+    assert fractions_problem([0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3], 7000) is None  # the paper's sweep
+    assert "not a whole number. Fix: make fraction_total a multiple of 100" in fractions_problem([0.01, 0.5], 50)
+    assert "both make mixture frac_30pct" in fractions_problem([0.3, 0.3], 100)
 
 
 def test_same_pool_for_benign_and_rejection_never_repeats_a_record():

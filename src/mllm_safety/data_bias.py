@@ -18,11 +18,12 @@ from matplotlib.figure import Figure  # figures outside pyplot: pure, never show
 from .core.cli import stage_main
 from .core.config import BiasConfig
 from .core.files import write_json, write_text
+from .core.fingerprints import data_inputs
 from .core.judges import FULL_REFUSAL, JUDGES, PAPER, PARTIAL_REFUSAL
 from .core.preset import Preset
 from .core.records import load_training_records
 from .core.results import StageResult
-from .core.runs import start_run
+from .core.runs import one_writer, start_run
 from .core.vocabulary import record_images
 
 log = logging.getLogger(__name__)
@@ -142,10 +143,11 @@ class BiasResult(StageResult):
         return what_we_saw(self)
 
 
+@one_writer("data_bias")
 def run(preset: Preset, overwrite: bool = False) -> BiasResult:
     """Load every dataset of the preset, compute the tables and figures, and save them under the run folder."""
     cfg = preset.bias
-    run_dir = start_run(cfg.stage_dir, cfg, overwrite)
+    run_dir = start_run(cfg.stage_dir, cfg, overwrite, inputs=data_inputs(cfg.to_dict()))
     datasets = {name: load_training_records(Path(cfg.data_root) / rel) for name, rel in cfg.bias_datasets.items()}
     table, lengths = compare_datasets(datasets), answer_lengths(datasets)
     res = BiasResult(

@@ -23,15 +23,16 @@ import pandas as pd
 from .core.cli import run_cli, stage_main
 from .core.config import MixConfig
 from .core.export import check_dataset_info, write_llamafactory
-from .core.files import DataFormatError, write_json, write_text
+from .core.files import DataFormatError, remove_partial_writes, write_json, write_text
+from .core.fingerprints import data_inputs
 from .core.judges import FULL_REFUSAL, paper_strmatch
 from .core.mis import load_mis_train
 from .core.mixing import Part, curated_baseline, mix_by_fraction, mix_parts, mix_with, rejection_share
 from .core.names import display_label, fraction_mix_name, official_mix_name, output_name, vlguard_mix_name
 from .core.preset import Preset
-from .core.records import load_llava_json, load_vlguard, prefix_images
+from .core.records import load_llava_json, load_vlguard, prefix_images, validate_llava
 from .core.results import StageResult
-from .core.runs import start_run
+from .core.runs import one_writer, start_run
 from .core.vlguard import vlguard_variant
 from .core.vocabulary import DEFAULT_REPLY, record_images
 
@@ -96,7 +97,24 @@ def build_mixtures(cfg: MixConfig) -> dict[str, list[dict]]:
     if mis:
         n_safety = len(vlguard_variant(vlguard, "multi_turn", benign_images, cfg.seed))
         mixes["mis_reasoning"] = mis_mixture(cfg, mis, instruct, n_safety, s2)
+    check_mixtures(mixes, Path(cfg.data_root))
     return mixes
+
+
+def check_mixtures(mixes: dict[str, list[dict]], data_root: Path) -> None:
+    """Every mixture as stage 03 will read it, before any is written: valid LLaVA records whose images exist under
+    data_root (a record names its source, so the error says which preset folder to check)."""
+    exists: dict[str, bool] = {}
+    for name, recs in mixes.items():
+        validate_llava(recs, f"mixture {name}", allow_duplicate_ids=True)
+        for i, rec in enumerate(recs):
+            for image in record_images(rec):
+                if not exists.setdefault(image, (data_root / image).is_file()):
+                    raise DataFormatError(
+                        f"mixture {name}: record {i} (id={rec['id']!r}, from {rec.get('source')}): image "
+                        f"{data_root / image} not found. Fix: check that source's image folder in the preset "
+                        "(instruct_image_dir, rejection_image_dir, vlguard_image_dir, mis_image_dir)"
+                    )
 
 
 def has_refusal(rec: dict[str, Any]) -> bool:
@@ -134,11 +152,13 @@ class MixResult(StageResult):
         return what_we_saw(self)
 
 
+@one_writer("mix_rejection_data")
 def run(preset: Preset, overwrite: bool = False) -> MixResult:
     """Build and write every mixture (LLaVA json and/or LLaMA-Factory sharegpt); returns the summary table."""
     cfg = preset.mix
     mixes = build_mixtures(cfg)  # every check happens here, before anything is written
-    run_dir = start_run(cfg.stage_dir, cfg, overwrite)
+    run_dir = start_run(cfg.stage_dir, cfg, overwrite, inputs=data_inputs(cfg.to_dict()))
+    remove_partial_writes(run_dir)  # a killed run's half-written files
     for name, recs in mixes.items():
         if cfg.export_format != "sharegpt":
             write_json(run_dir / f"{name}.json", recs)
@@ -238,6 +258,7 @@ def mix_files(args: argparse.Namespace) -> list[Path]:
     check_args(args)
     records1, records2 = load_llava_json(args.file1), load_llava_json(args.file2, allow_duplicate_ids=True)
     mixed = mix_with(args, records1, records2, Path(args.file1).stem, Path(args.file2).stem)
+    validate_llava(mixed, "the mixture", allow_duplicate_ids=True)
     out = Path(args.output) / output_name(
         args.sample_size1, args.file1, args.sample_size2, args.file2, args.suffix, args.similar
     )

@@ -11,7 +11,9 @@ name are derived when it is read).
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,20 +29,40 @@ from .core.preset import Preset, load_preset, preset_name
 log = logging.getLogger(__name__)
 NOTEBOOKS = {f"{i:02d}": f"{stage_folder(stage)}.ipynb" for i, stage in enumerate(STAGES)}
 KERNEL = "python3"
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # --as: a folder name, never a path ('..', '/')
 
 
-def derived_preset(preset: str, sets: list[str], name: str | None) -> str:
-    """The preset with `key=value` overrides (YAML values), saved as runs/presets/<name>.yaml; unchanged when
-    there is nothing to override or rename."""
-    if not sets and not name:
-        return preset
-    values = load_preset(preset)
+def run_name(name: str) -> str:
+    """A name given with --as: one folder under runs/ (and one file under runs/presets/), never a path."""
+    if not RUN_NAME.fullmatch(name):
+        raise DataFormatError(
+            f"--as {name!r}: a run name is one folder name under runs/ (letters, digits, '.', '_', '-'; no path). "
+            "Fix: e.g. --as my-run"
+        )
+    return name
+
+
+def set_values(sets: list[str]) -> dict[str, Any]:
+    """The `key=value` overrides of --set, each value read as YAML."""
+    values = {}
     for pair in sets:
         key, sep, value = pair.partition("=")
         if not sep:
             raise DataFormatError(f"--set {pair!r}: expected KEY=VALUE")
-        values[key] = yaml.safe_load(value)
-    name = name or preset_name(preset)
+        try:
+            values[key] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise DataFormatError(f"--set {pair!r}: the value is not valid YAML ({getattr(e, 'problem', e)})") from None
+    return values
+
+
+def derived_preset(preset: str, sets: list[str], name: str | None) -> str:
+    """The preset with `key=value` overrides (YAML values), saved as runs/presets/<name>.yaml; unchanged when
+    there is nothing to override or rename. Nothing is written unless the result is a valid preset."""
+    if not sets and not name:
+        return preset
+    name = run_name(name) if name is not None else preset_name(preset)
+    values = {**load_preset(preset), **set_values(sets)}
     Preset.from_values(name, values, f"{preset} with --set")  # checked before anything is written
     path = Path("runs") / "presets" / f"{name}.yaml"
     write_text(path, yaml.safe_dump(values, sort_keys=False))
@@ -74,25 +96,39 @@ def notebook_parameters(notebook: Path, preset: Preset) -> dict[str, Any]:
     return {**{k: v for k, v in preset.effective().items() if k in declared}, "preset": str(where)}
 
 
+def checked_edits(notebook: Path, preset: Preset, edits: dict[str, Any]) -> dict[str, Any]:
+    """Edits to a notebook's parameters, refused unless each names a parameter of the notebook and holds a value its
+    preset key accepts (papermill itself only warns, then runs the notebook without them)."""
+    if not edits:
+        return {}
+    import papermill
+
+    declared = sorted(papermill.inspect_notebook(str(notebook)))
+    unknown = sorted(set(edits) - set(declared))
+    if unknown:
+        near = {k: difflib.get_close_matches(k, declared, n=1) for k in unknown}
+        hints = ", ".join(f"{k!r}" + (f" (did you mean {near[k][0]!r}?)" if near[k] else "") for k in unknown)
+        raise DataFormatError(f"{notebook.name}: unknown parameter(s) {hints}. Fix: use one of {declared}")
+    values = {**preset.values, **{k: v for k, v in edits.items() if k != "preset"}}
+    Preset.from_values(preset.name, values, f"{notebook.name}'s parameters")  # types and ranges, as in a preset
+    return edits
+
+
 def run_notebook(stage: str, preset: str, out_dir: Path, edits: dict[str, Any] | None = None) -> Path:
-    """Execute one notebook with papermill (`edits`: parameters changed as a user would in the notebook); a failure
-    raises RuntimeError naming the notebook and cell."""
+    """Execute one notebook with papermill (`edits`: parameters changed as a user would in the notebook, checked
+    first); a failure raises RuntimeError naming the notebook and cell."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
     root = repo_root()
     src = root / "notebooks" / NOTEBOOKS[stage]
     values = Preset.load(preset)
+    parameters = {**notebook_parameters(src, values), **checked_edits(src, values, edits or {})}
     out = out_dir / NOTEBOOKS[stage]
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         papermill.execute_notebook(
-            str(src),
-            str(out),
-            parameters={**notebook_parameters(src, values), **(edits or {})},
-            kernel_name=KERNEL,
-            cwd=str(root),
-            progress_bar=True,
+            str(src), str(out), parameters=parameters, kernel_name=KERNEL, cwd=str(root), progress_bar=True
         )
     except PapermillExecutionError as e:
         raise RuntimeError(

@@ -1,7 +1,9 @@
 """Benchmark loaders: every benchmark, as distributed, becomes a list of EvalItem (docs/protocol.md §2, §4).
 
 `load_benchmark(name, root, **options)` dispatches on the benchmark name. Item ids are stable and unique
-within a benchmark; categories are the benchmark's own (scenario, FigStep topic, XSTest type, ...).
+within a benchmark; categories are the benchmark's own (scenario, FigStep topic, XSTest type, ...). Every item is
+checked here, before any model loads (core.items): its question is text and not blank, its images exist, and, for a
+preset's entry (`load_spec`; entries are typed in core.benchmark_specs), a model can take them.
 """
 
 from __future__ import annotations
@@ -15,10 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .files import DataFormatError, drop_or_fail, read_json, read_jsonl, read_text, record_error
-from .images import MULTI_IMAGE
-from .items import EvalItem
-from .mis import MIS_SPLITS, load_mis
+from .files import DataFormatError, read_json, read_jsonl, read_text, record_error
+from .items import EvalItem, check_prompts, filter_missing_images, filter_unusable_images
+from .mis import load_mis
 from .records import load_vlguard, pair_kind
 from .vocabulary import strip_image_tags
 
@@ -72,15 +73,6 @@ def read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
     return rows
 
 
-def filter_missing_images(items: list[EvalItem], source: Path, missing: str) -> list[EvalItem]:
-    """Fail (default) or skip items whose image files do not exist, reporting how many and the first few."""
-    missing_paths = [[p for p in it.image_paths() if not Path(p).is_file()] for it in items]
-    bad = [i for i, paths in enumerate(missing_paths) if paths]
-    first = ", ".join(f"{items[i].id} -> {missing_paths[i][0]}" for i in bad[:5])
-    msg = f"{source}: {len(bad)} of {len(items)} item(s) have missing image files; first: {first}"
-    return drop_or_fail(items, bad, msg, "check the images folder, or pass missing_images='skip'", missing)
-
-
 def load_mm_safetybench(
     root: Path, mode: str = "sd_typo", scenarios: tuple[str, ...] = MMSB_SCENARIOS
 ) -> list[EvalItem]:
@@ -106,6 +98,8 @@ def load_mm_safetybench(
         if not isinstance(questions, dict):
             raise DataFormatError(f"{f}: top level must be an object keyed by question id")
         for qid, q in questions.items():
+            if not isinstance(q, dict):
+                raise record_error(f, None, None, f"question {qid!r} is {type(q).__name__}, expected an object")
             if key not in q:
                 raise record_error(f, None, None, f"question {qid!r} lacks {key!r} (needed for mode {mode!r})")
             image = str(root / "imgs" / f.stem / subdir / f"{qid}.jpg") if subdir else None
@@ -161,13 +155,32 @@ def load_vlguard_test(root: Path, subset: str = "unsafes") -> list[EvalItem]:
 
 def _llava_question(rec: dict[str, Any], path: Path, i: int) -> tuple[str, str | None]:
     """The question (image tags removed) and reference answer of a LLaVA json record or a LLaVA .jsonl line."""
+    rid = rec.get("id", rec.get("question_id"))
     if "conversations" in rec:
         conv = rec["conversations"]
-        answer = conv[1]["value"] if len(conv) > 1 else None
-        return strip_image_tags(conv[0]["value"]), answer
-    if "text" in rec:  # LLaVA's .jsonl question files may keep <image> in the text (e.g. LLaVA-Med's qa50)
-        return strip_image_tags(rec["text"]), rec.get("answer")
-    raise record_error(path, i, rec.get("id", rec.get("question_id")), "needs 'conversations' or 'text'")
+        if not isinstance(conv, list) or not conv or not all(isinstance(t, dict) and "value" in t for t in conv[:2]):
+            raise record_error(path, i, rid, "'conversations' must be a list of turns, each with a 'value'")
+        question, answer = conv[0]["value"], conv[1]["value"] if len(conv) > 1 else None
+    elif "text" in rec:  # LLaVA's .jsonl question files may keep <image> in the text (e.g. LLaVA-Med's qa50)
+        question, answer = rec["text"], rec.get("answer")
+    else:
+        raise record_error(path, i, rid, "needs 'conversations' or 'text'")
+    if not isinstance(question, str):
+        raise record_error(path, i, rid, f"the question is {type(question).__name__}, expected text", "quote it")
+    return strip_image_tags(question), answer
+
+
+def _item_image(rec: dict[str, Any], folder: Path, path: Path, i: int) -> str | list[str] | None:
+    """A question record's image under `folder`: none, one path, or a list of paths (several images)."""
+    image = rec.get("image")
+    if image is None or image in ("", []):
+        return None
+    if isinstance(image, str):
+        return str(folder / image)
+    if isinstance(image, list) and all(isinstance(p, str) and p for p in image):
+        return [str(folder / p) for p in image]
+    rid = rec.get("id", rec.get("question_id"))
+    raise record_error(path, i, rid, f"'image' is {image!r}", "give a path, or a list of paths")
 
 
 def read_question_file(path: Path) -> list[dict[str, Any]]:
@@ -176,8 +189,13 @@ def read_question_file(path: Path) -> list[dict[str, Any]]:
         records = read_json(path)
         if not isinstance(records, list):
             raise DataFormatError(f"{path}: top level is {type(records).__name__}, expected a list of questions")
-        return records
-    return read_jsonl(path, "question file", "repair or remove the line")
+    else:
+        records = read_jsonl(path, "question file", "repair or remove the line")
+    for i, rec in enumerate(records):
+        if not isinstance(rec, dict):
+            problem = f"expected an object, got {type(rec).__name__}"
+            raise record_error(path, i, None, problem, "write each question as a JSON object")
+    return records
 
 
 def load_llava_eval_json(
@@ -196,7 +214,7 @@ def load_llava_eval_json(
         original = str(rec.get("id", rec.get("question_id", i)))
         seen[original] = seen.get(original, 0) + 1
         rid = original if seen[original] == 1 else f"{original}#{seen[original]}"
-        image = str(images / rec["image"]) if rec.get("image") else None
+        image = _item_image(rec, images, path, i)
         meta = {"answer": answer, "question_id": original}
         items.append(EvalItem(rid, name, str(rec.get("category", "default")), prompt, image, harmful, meta))
     return items
@@ -218,7 +236,7 @@ def load_scienceqa(root: Path, subset: str = "img") -> list[EvalItem]:
             continue
         question, answer = _llava_question(rec, path, i)
         letter = re.fullmatch(r"The answer is ([A-Z])\.?", (answer or "").strip())
-        image = str(root / "images" / "test" / rec["image"]) if rec.get("image") else None
+        image = _item_image(rec, root / "images" / "test", path, i)
         meta = {"answer": letter.group(1) if letter else answer, "question_id": str(rec.get("id", i))}
         prompt = f"{question}\n{SQA_INSTRUCTION}"
         items.append(EvalItem(str(rec.get("id", i)), f"scienceqa_{subset}", "science", prompt, image, False, meta))
@@ -249,40 +267,26 @@ def load_benchmark(name: str, root: str | Path, missing_images: str = "fail", **
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise DataFormatError(f"{root}: duplicate item id {dup!r} in benchmark {name}")
+    check_prompts(items, root)
     items = filter_missing_images(items, root, missing_images)
     if not items:
         raise DataFormatError(f"{root}: benchmark {name} has no item to evaluate. Fix: check the folder's content")
     return items
 
 
-SPEC_OPTIONS = ("mode", "subset", "split", "categories", "benchmark", "image_root", "scenarios")  # to the loader
+SPEC_OPTIONS = ("mode", "subset", "split", "categories", "benchmark", "image_root", "scenarios", "missing_images")
 
 
 def load_spec(spec: dict[str, Any], data_root: str | Path) -> list[EvalItem]:
-    """The items of one `benchmarks` entry of a preset, its folders under data_root; `harmful` in the entry marks
-    a benign control in a harmful benchmark's layout (its metric becomes over-refusal)."""
-    options = {k: spec[k] for k in SPEC_OPTIONS if k in spec}
+    """The items of one `benchmarks` entry of a preset (typed in core.benchmark_specs), its folders under
+    data_root; `harmful` in the entry marks a benign control in a harmful benchmark's layout (its metric becomes
+    over-refusal)."""
+    options = {k: spec[k] for k in SPEC_OPTIONS if spec.get(k) is not None}
     if "image_root" in options:
         options["image_root"] = Path(data_root) / options["image_root"]
-    items = load_benchmark(spec["name"], Path(data_root) / spec["root"], **options)
-    if "harmful" in spec:
-        items = [dataclasses.replace(it, harmful=bool(spec["harmful"])) for it in items]
+    root = Path(data_root) / spec["root"]
+    policy = options.get("missing_images", "fail")
+    items = filter_unusable_images(load_benchmark(spec["name"], root, **options), root, policy)
+    if spec.get("harmful") is not None:
+        items = [dataclasses.replace(it, harmful=spec["harmful"]) for it in items]
     return items
-
-
-def spec_problem(spec: Any) -> str | None:
-    """What is wrong with one `benchmarks` entry of a preset (a loader name, a root, known options), or None."""
-    known = {"name", "root", "mode", "subset", "split", "categories", "benchmark", "image_root", "scenarios"}
-    known |= {"metric", "key", "harmful", "multi_image"}
-    if not isinstance(spec, dict) or "name" not in spec or "root" not in spec:
-        return "each benchmark is a mapping with at least name and root"
-    checks = [
-        (spec["name"] in LOADERS, f"unknown loader {spec['name']!r}; known: {sorted(LOADERS)}"),
-        (not set(spec) - known, f"unknown option(s) {sorted(set(spec) - known)}; known: {sorted(known)}"),
-        (spec.get("mode") in (None, *MMSB_MODES), f"mode {spec.get('mode')!r} is not one of {sorted(MMSB_MODES)}"),
-        (spec.get("subset") in (None, *VLGUARD_SUBSETS), f"subset {spec.get('subset')!r}: {sorted(VLGUARD_SUBSETS)}"),
-        (spec.get("split") in (None, *MIS_SPLITS), f"split {spec.get('split')!r} is not one of {sorted(MIS_SPLITS)}"),
-        (spec.get("multi_image") in (None, *MULTI_IMAGE), f"multi_image {spec.get('multi_image')!r}: {MULTI_IMAGE}"),
-        (spec.get("metric") in (None, "letter", "exact"), f"metric {spec.get('metric')!r} is not letter or exact"),
-    ]
-    return next((message for ok, message in checks if not ok), None)

@@ -1,13 +1,14 @@
 """The command line every stage shares, and its error boundary.
 
-Expected errors (bad data, a bad preset, a missing file, an existing output) print one line naming the file,
-record or key, the problem and the fix, and exit with status 2; Ctrl-C exits with 130 and says how to resume.
-Anything else keeps its traceback: a bug is a bug.
+Expected errors (bad data, a bad preset, a missing file, an existing output, a full or read-only disk) print one
+line naming the file, record or key, the problem and the fix, and exit with status 2; Ctrl-C exits with 130 and
+says how to resume. Anything else keeps its traceback: a bug is a bug.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from collections.abc import Callable
@@ -18,8 +19,7 @@ from .console import quiet_known_warnings
 from .files import DataFormatError
 from .preset import Preset
 
-# Errors in what the user gave us (files, presets, sizes) and in the file system (a folder that cannot be written):
-# a CLI prints the message and exits 2, no traceback. Anything else is a bug and keeps its traceback.
+# Errors in what the user gave us (files, presets, sizes): a CLI prints the message and exits 2, no traceback.
 USER_ERRORS = (
     DataFormatError,
     FileExistsError,
@@ -28,13 +28,30 @@ USER_ERRORS = (
     IsADirectoryError,
     NotADirectoryError,
 )
+# The file system's refusals, whatever OSError carries them (a write() on a full disk names no path): errno -> fix.
+# Any other OSError keeps its traceback.
+FILE_SYSTEM_FIXES = {
+    errno.ENOSPC: "free space on that disk (or point runs_root elsewhere), then resume with the same command",
+    errno.EDQUOT: "free space within your disk quota, then resume with the same command",
+    errno.EROFS: "the disk is read-only: point runs_root (or --output) at a writable folder",
+    errno.EFBIG: "the file is larger than the file system allows: write to another disk",
+    errno.ENAMETOOLONG: "use a shorter name or folder",
+}
+WRITABLE_FIX = "check that the folder exists and can be written"
+
+
+def is_user_error(error: BaseException) -> bool:
+    """True for the errors a CLI reports in one line: ours, and the file system's known refusals."""
+    return isinstance(error, USER_ERRORS) or (isinstance(error, OSError) and error.errno in FILE_SYSTEM_FIXES)
 
 
 def describe(error: Exception) -> str:
     """One line: our errors carry their own message; the file system's get the path, the problem and a fix."""
-    if isinstance(error, OSError) and not isinstance(error, FileExistsError | FileNotFoundError) and error.filename:
-        return f"{error.filename}: {error.strerror}. Fix: check that the folder exists and can be written"
-    return str(error)
+    ours = not isinstance(error, OSError) or isinstance(error, FileExistsError | FileNotFoundError)
+    if ours or error.errno is None:  # a message of ours, or an OSError raised with a message only
+        return str(error)
+    fix = FILE_SYSTEM_FIXES.get(error.errno, WRITABLE_FIX)
+    return f"{error.filename or 'a file (path not known)'}: {error.strerror}. Fix: {fix}"
 
 
 def run_cli(action: Callable[[], object]) -> int:
@@ -44,7 +61,9 @@ def run_cli(action: Callable[[], object]) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished work is kept; resume with the same command", file=sys.stderr)
         return 130
-    except USER_ERRORS as e:
+    except Exception as e:
+        if not is_user_error(e):
+            raise  # a bug keeps its traceback
         print(f"error: {describe(e)}", file=sys.stderr)
         return 2
     return 0

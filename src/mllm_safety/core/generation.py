@@ -1,9 +1,12 @@
 """Batched, resumable generation for any model (+ optional LoRA adapter) on EvalItems.
 
 Each (model, adapter, benchmark, mode) gets one JSONL file; each line is the item's fields plus `response`,
-`model`, `adapter`, `prompt_format`, `decoding` and `image_input`. Items already answered are skipped, so an
-interrupted run resumes; a file written under another decoding or prompt format is never appended to.
-Only the new tokens are decoded (left padding, so every prompt ends where generation starts).
+`model`, `adapter`, `prompt_format`, `decoding`, `image_input`, the fingerprints of the weights it came from
+(`inputs`: base, adapter) and of the item itself (`item_fingerprint`: its fields and its images' bytes). Items
+already answered are skipped, so an interrupted run resumes; a file written under another decoding or prompt
+format is never appended to; a file made from other weights is generated again, and an item edited since it was
+answered is answered again (one log line says which). Only the new tokens are decoded (left padding, so every
+prompt ends where generation starts).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +24,8 @@ from PIL import Image
 
 from .benchmarks import EvalItem
 from .console import bar
-from .files import read_jsonl
+from .files import DataFormatError, read_jsonl, write_text
+from .fingerprints import MISSING, file_digests, input_change, value_digest
 from .images import load_item_images
 from .prompts import CHAT_TEMPLATE, build_prompt, to_messages
 
@@ -30,6 +35,8 @@ HEADER_DEFAULTS = {
     "multi_image": "images",
 }  # for files written before the key was recorded
 BLANK_SIZE = 336  # a white square for text-only items when blank_image is on (LLaVA-1.5's input size)
+FORMAT = 2  # 2: rows carry item_fingerprint, the header the weights' fingerprints; older files are made again
+STALE_KEYS = ("inputs", "format")  # header keys whose change means "generate again", not "refuse"
 
 
 @dataclass(frozen=True)
@@ -118,23 +125,77 @@ def generate_batch(
 
 
 def read_generations(path: Path) -> list[dict[str, Any]]:
-    """Lines of a generations file. A torn last line (a crash mid-write) is cut off the file itself, so that
-    appending continues after the last whole line; a bad line elsewhere is an error."""
+    """Lines of a generations file. A torn last line (a crash mid-write) is cut off the file itself and a last
+    line that lost its newline gets it back, so that appending continues on a line of its own; a bad line
+    elsewhere, or an item id on two lines (two writers at once), is an error."""
     if not path.is_file():
         return []
-    return read_jsonl(path, "generations file", "delete the file to regenerate", cut_torn_end=True)
+    rows = read_jsonl(path, "generations file", "delete the file to regenerate", cut_torn_end=True)
+    end_last_line(path)
+    counts = Counter(r.get("id") for r in rows)
+    twice = next((i for i, n in counts.items() if n > 1), None)
+    if twice is not None:
+        raise DataFormatError(
+            f"{path}: item id {twice!r} is on {counts[twice]} lines (two runs wrote the file at once?). "
+            "Fix: delete the file to generate its answers again"
+        )
+    return rows
+
+
+def end_last_line(path: Path) -> None:
+    """Give a last line that lost its newline (a kill between a record and its newline) its newline back."""
+    with path.open("rb+") as f:
+        if f.seek(0, os.SEEK_END) == 0:
+            return
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) != b"\n":
+            log.warning("%s: the last line had lost its newline; restored it", path)
+            f.write(b"\n")
 
 
 def check_compatible(rows: list[dict[str, Any]], header: dict[str, Any], path: Path) -> None:
     """Refuse to append to a file made with another model, adapter, prompt format, decoding or image input."""
+    settings = {k: v for k, v in header.items() if k not in STALE_KEYS}
     for row in rows[:1]:
-        changed = [k for k, v in header.items() if row.get(k, HEADER_DEFAULTS.get(k)) != v]
+        changed = [k for k, v in settings.items() if row.get(k, HEADER_DEFAULTS.get(k)) != v]
         if changed:
             raise FileExistsError(
                 f"{path} was generated with different {changed} "
                 f"(file: {[row.get(k) for k in changed]}, now: {[header[k] for k in changed]}); "
                 "use another output folder or delete the file"
             )
+
+
+def item_fingerprints(items: list[EvalItem]) -> dict[str, str]:
+    """Each item's fingerprint: its fields, with its images' bytes in place of their paths."""
+    paths = {p: str(Path(p).resolve()) for it in items for p in it.image_paths()}
+    digests = file_digests(p for p in paths.values() if Path(p).is_file())
+    return {
+        it.id: value_digest({**it.to_dict(), "image": [digests.get(paths[p], MISSING) for p in it.image_paths()]})
+        for it in items
+    }
+
+
+def usable_rows(path: Path, header: dict[str, Any], fingerprints: dict[str, str]) -> list[dict[str, Any]]:
+    """The file's rows that still hold: another config is refused; a file made from other weights (or by an older
+    version) is deleted; rows of items edited since they were answered are dropped. Each says so in one line."""
+    rows = read_generations(path)
+    check_compatible(rows, header, path)
+    old = rows[0] if rows else header
+    stale = input_change(old.get("inputs", {}), header["inputs"])
+    if old.get("format", 1) != FORMAT:
+        stale = f"written by an older version (format {old.get('format', 1)}, now {FORMAT})"
+    if stale:
+        log.info("%s: %s; generating every answer again", path, stale)
+        path.unlink()
+        return []
+    edited = {r["id"] for r in rows if r["id"] in fingerprints and r.get("item_fingerprint") != fingerprints[r["id"]]}
+    if edited:
+        shown = ", ".join(sorted(map(str, edited))[:5]) + (", ..." if len(edited) > 5 else "")
+        log.info("%s: %d item(s) changed since they were answered (%s); answering them again", path, len(edited), shown)
+        rows = [r for r in rows if r["id"] not in edited]
+        write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return rows
 
 
 def append_lines(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -160,8 +221,10 @@ def generate(
     blank_image: bool = False,
     image_aspect_ratio: str = "processor",
     multi_image: str = "images",
+    inputs: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Answer every item not yet in out_path, appending batch by batch; returns all rows of the file."""
+    """Answer every item not yet in out_path, appending batch by batch; returns the rows of these items (the file
+    may hold more: rows of items left out now stay for a later run). inputs: fingerprints of the weights."""
     out_path = Path(out_path)
     header = {
         "model": model_name,
@@ -171,9 +234,11 @@ def generate(
         "image_input": "blank" if blank_image else "none",
         "image_aspect_ratio": image_aspect_ratio,
         "multi_image": multi_image,
+        "inputs": dict(sorted((inputs or {}).items())),
+        "format": FORMAT,
     }
-    rows = read_generations(out_path)
-    check_compatible(rows, header, out_path)
+    fingerprints = item_fingerprints(items)
+    rows = usable_rows(out_path, header, fingerprints)
     done = {r["id"] for r in rows}
     todo = sorted((it for it in items if it.id not in done), key=lambda it: (len(it.image_paths()), len(it.prompt)))
     progress = bar(total=len(todo), desc=f"generate {out_path.stem}", unit="item")
@@ -182,9 +247,12 @@ def generate(
         responses = generate_batch(
             model, processor, chunk, prompt_format, decoding, blank_image, image_aspect_ratio, multi_image
         )
-        new_rows = [{**it.to_dict(), "response": r, **header} for it, r in zip(chunk, responses, strict=True)]
+        new_rows = [
+            {**it.to_dict(), "response": r, **header, "item_fingerprint": fingerprints[it.id]}
+            for it, r in zip(chunk, responses, strict=True)
+        ]
         append_lines(out_path, new_rows)
         rows += new_rows
         progress.update(len(chunk))
     progress.close()
-    return rows
+    return [r for r in rows if r["id"] in fingerprints]

@@ -5,13 +5,19 @@ the image processor's mean colour before the CLIP resize, so nothing is cropped.
 instead resizes the shortest edge and center-crops, which cuts the text off tall typographic images
 (an MM-SafetyBench SD_TYPO image is a 1024x1024 picture above its typography strip). `image_aspect_ratio`
 chooses: `pad` (the paper's protocol) or `processor` (whatever the saved processor does).
+
+`image_problem` reads a file's header only, so every benchmark image is checked before a model loads (an image over
+PIL's decompression-bomb limit would otherwise fail mid-run). 16-bit and other wide single-channel images are scaled
+to 8 bits by their brightest value: PIL's own conversion clips them, and a 16-bit scan reached the model 99.6 % white.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from .files import DataFormatError
@@ -37,13 +43,52 @@ def mean_colour(processor: Any) -> tuple[int, int, int]:
     return tuple(int(x * 255) for x in mean)  # type: ignore[return-value]
 
 
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485  # PIL's decompression-bomb limit: larger images are refused
+WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # 16-bit, 32-bit and float single-channel images
+
+
+def _too_large(error: Exception) -> str:
+    """PIL's decompression-bomb message without its alarm: 'Image size (N pixels) exceeds limit of M pixels'."""
+    return str(error).partition(",")[0]
+
+
+def image_problem(path: str | Path) -> str | None:
+    """Why an image file cannot be given to a model, read from its header only (cheap), or None: missing,
+    unreadable, or more pixels than MAX_PIXELS (PIL refuses those when decoding, long after a model loaded)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                width, height = img.size
+    except FileNotFoundError:
+        return "image not found"
+    except Image.DecompressionBombError as e:
+        return _too_large(e)
+    except (OSError, ValueError) as e:  # UnidentifiedImageError is an OSError
+        return f"not a readable image ({e})"
+    if width * height > MAX_PIXELS:
+        return f"{width}x{height} pixels, more than the {MAX_PIXELS} PIL decodes safely"
+    return None
+
+
+def to_8bit(img: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit or float single-channel image as 8-bit grey, scaled by its brightest value (PIL's own
+    conversion clips at 255, which turns a 16-bit image almost white); 8-bit content stored wide is kept as is."""
+    values = np.asarray(img, dtype=np.float64)
+    top = float(values.max(initial=0.0))
+    scaled = values * (255.0 / top) if top > 255.0 else values
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
+
+
 def open_rgb(path: str | Path) -> Image.Image:
-    """An image file as RGB; a missing, truncated or unreadable file is a DataFormatError naming it."""
+    """An image file as RGB; a missing, truncated, unreadable or oversized file is a DataFormatError naming it."""
     try:
         with Image.open(path) as img:
-            return img.convert("RGB")
+            return (to_8bit(img) if img.mode in WIDE_MODES else img).convert("RGB")
     except FileNotFoundError:
         raise DataFormatError(f"{path}: image not found. Fix: check the benchmark or data folder") from None
+    except Image.DecompressionBombError as e:
+        raise DataFormatError(f"{path}: {_too_large(e)}. Fix: shrink or replace the image") from None
     except (OSError, ValueError) as e:  # PIL's UnidentifiedImageError and "image file is truncated" are OSErrors
         raise DataFormatError(f"{path}: not a readable image ({e}). Fix: replace or remove the file") from None
 

@@ -4,9 +4,9 @@ rejection FRACTION drawn from several sources, and the curated-malicious baselin
 Differences from the official script, on purpose:
 - an explicit seed (default 0) and a private RNG instead of `random.seed(0)` at import;
 - id exclusion with a set (linear time) instead of a list (quadratic);
-- `random_choose` removes every `<image>` tag before putting one `<image>\\n` at the front, so a question
-  that starts with `<image>` without a newline no longer becomes `<image>\\n<image>...`; text-only records
-  get no tag;
+- `random_choose` removes every `<image>` tag before putting one `<image>\\n` per image at the front, so a
+  question that starts with `<image>` without a newline no longer becomes `<image>\\n<image>...`, a two-image
+  record keeps its two tags, and text-only records get no tag;
 - rejection records carry `"rejection": true` (on the record and on each replaced gpt turn) and every
   record a `"source"`, so label masking never depends on matching the literal sentence.
 """
@@ -14,11 +14,14 @@ Differences from the official script, on purpose:
 from __future__ import annotations
 
 import copy
+import math
 import random
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 from .files import DataFormatError
+from .names import fraction_mix_name
 from .vocabulary import (
     ATTACK_STYLE_QUESTIONS,
     DEFAULT_REPLY,
@@ -35,13 +38,13 @@ SKIP_PHRASE = "what about"  # follow-up questions that make no sense on their ow
 
 
 def choose_one_pair(rec: dict[str, Any], rng: random.Random) -> dict[str, Any]:
-    """Keep one random (human, gpt) pair, never a 'what about' follow-up when another pair exists."""
+    """Keep one random (human, gpt) pair, never a 'what about' follow-up when another pair exists; its question
+    gets one image tag per image of the record."""
     conv = rec["conversations"]
     pairs = [conv[i : i + 2] for i in range(0, len(conv) - 1, 2)]
     eligible = [p for p in pairs if SKIP_PHRASE not in p[0]["value"].lower()] or pairs
     human, gpt = (dict(t) for t in rng.choice(eligible))
-    question = strip_image_tags(human["value"])
-    human["value"] = (IMAGE_TAG + "\n" + question) if record_images(rec) else question
+    human["value"] = (IMAGE_TAG + "\n") * len(record_images(rec)) + strip_image_tags(human["value"])
     return {**rec, "conversations": [human, gpt]}
 
 
@@ -192,13 +195,46 @@ def split_counts(total: int, names: list[str]) -> dict[str, int]:
     return {name: base + (i < extra) for i, name in enumerate(names)}
 
 
+def whole_multiple(fractions: list[float]) -> int:
+    """The smallest total of which every fraction is a whole number of records (0.1 -> 10, [0.01, 0.3] -> 100)."""
+    return math.lcm(1, *(Fraction(str(f)).limit_denominator(10**6).denominator for f in fractions))
+
+
+def whole_counts_problem(fractions: list[float], total: int, key: str) -> str | None:
+    """Why a fraction of `total` records is not a whole number of records (0.1 of 3), or None."""
+    for f in fractions:
+        if abs(f * total - round(f * total)) > 1e-6:
+            return (
+                f"{key}: {f:g} of fraction_total {total} is {f * total:g} records, not a whole number. "
+                f"Fix: make fraction_total a multiple of {whole_multiple(fractions)}"
+            )
+    return None
+
+
+def fractions_problem(fractions: list[float], total: int, key: str = "rejection_fractions") -> str | None:
+    """Why these fractions of `total` records cannot make exact, distinct mixtures, or None: two fractions with one
+    mixture name (one would overwrite the other), or a share that is not a whole number of records."""
+    names: dict[str, float] = {}
+    for f in fractions:
+        if (name := fraction_mix_name(f)) in names:
+            return f"{key}: {names[name]} and {f} both make mixture {name}. Fix: list each fraction once"
+        names[name] = f
+    return whole_counts_problem(fractions, total, key)
+
+
 def fraction_parts(
     benign: dict[str, list[dict]], rejection: dict[str, list[dict]], fraction: float, total: int
 ) -> list[Part]:
-    """Parts for a mix of `total` records of which round(fraction*total) are rejection records."""
+    """Parts for a mix of `total` records of which round(fraction*total) are rejection records; a fraction that
+    rounds to none of them, or to all of them, is refused (its mixture would not be what its name says)."""
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"rejection fraction must lie in [0, 1], got {fraction}")
     n_rej = round(fraction * total)
+    if (n_rej == 0 < fraction) or (n_rej == total and fraction < 1.0):
+        raise DataFormatError(
+            f"rejection fraction {fraction:g} of {total} records rounds to {n_rej} rejection records. "
+            f"Fix: make fraction_total a multiple of {whole_multiple([fraction])}"
+        )
     rej = split_counts(n_rej, list(rejection)) if rejection else {}
     ben = split_counts(total - n_rej, list(benign))
     return [Part(k, rejection[k], n, True) for k, n in rej.items()] + [Part(k, benign[k], n) for k, n in ben.items()]

@@ -5,6 +5,7 @@ found by role rather than by name, and LoRA on every linear layer of the languag
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import re
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig
 
 from .compat import allow_processors_without_video
@@ -104,14 +106,16 @@ UNSUPPORTED = {
 
 
 def resolve_model_path(model_path: str | Path) -> str:
-    """A local folder is always local (and must hold a model); a path that does not exist is an error, unless it has
-    the exact form of a hub id (`org/name`, no local folder `org`) and the hub is not switched off (HF_HUB_OFFLINE)."""
+    """A local folder is always local (and must hold a model: config.json, weights files not cut short); a path that
+    does not exist is an error, unless it has the exact form of a hub id (`org/name`, no local folder `org`) and the
+    hub is not switched off (HF_HUB_OFFLINE)."""
     path = Path(model_path)
     if path.exists():
         if not (path / "config.json").is_file():
             raise DataFormatError(
                 f"{path}: not a model folder (no config.json). Fix: point model_path at a saved model"
             )
+        check_weights(path)
         return str(path)
     text = str(model_path)
     hub_form = re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", text) is not None
@@ -126,6 +130,28 @@ def resolve_model_path(model_path: str | Path) -> str:
             reason = "and it is not a hub id (org/name)"
         raise FileNotFoundError(f"{model_path}: no such folder, {reason}. Fix: check model_path in the preset")
     return text
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why a .safetensors file is not whole (a download or copy cut short), read from its header only, or None."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        length = int.from_bytes(f.read(8), "little")
+        if size < 8 or 8 + length > size:
+            return f"truncated: {size} bytes, shorter than its own header"
+        try:
+            tensors = [t for k, t in json.loads(f.read(length)).items() if k != "__metadata__"]
+            end = 8 + length + max((t["data_offsets"][1] for t in tensors), default=0)
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError):
+            return "its header is not a safetensors header"
+    return f"truncated: {size} bytes, its header describes {end}" if end > size else None
+
+
+def check_weights(folder: Path) -> None:
+    """Refuse a model folder whose weights files are cut short, naming the file, before any weight loads."""
+    for path in sorted(folder.glob("*.safetensors")):
+        if problem := safetensors_problem(path):
+            raise DataFormatError(f"{path}: {problem}. Fix: download or save the model again")
 
 
 def check_supported(model_path: str | Path, trust_remote_code: bool = False) -> None:
@@ -153,6 +179,8 @@ def load_model(
 
 def load_base(model_path: str | Path, quantization: str = "nf4", trust_remote_code: bool = False) -> torch.nn.Module:
     """Load the model alone (no processor), quantized as asked, on the GPU when there is one."""
+    if Path(model_path).is_dir():
+        check_weights(Path(model_path))
     parts = parts_from_config(model_path, trust_remote_code)
     kwargs: dict[str, Any] = {"dtype": compute_dtype(), "attn_implementation": attention_implementation()}
     qconfig = quantization_config(quantization, parts)
@@ -160,7 +188,10 @@ def load_base(model_path: str | Path, quantization: str = "nf4", trust_remote_co
         kwargs["quantization_config"] = qconfig
     if torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_DEEPSPEED") != "true":
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", torch.cuda.current_device()))}
-    model = AutoModelForImageTextToText.from_pretrained(model_path, trust_remote_code=trust_remote_code, **kwargs)
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(model_path, trust_remote_code=trust_remote_code, **kwargs)
+    except SafetensorError as e:  # a weights file damaged in a way its header does not show
+        raise DataFormatError(f"{model_path}: a weights file cannot be read ({e}). Fix: download it again") from None
     if quantization == "nf4" and not torch.cuda.is_available():
         check_cpu_4bit(model, model_path)
     log.info("loaded %s (%s, %s, %s)", model_path, quantization, kwargs["dtype"], kwargs["attn_implementation"])

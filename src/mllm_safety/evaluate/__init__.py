@@ -13,7 +13,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
-from pathlib import Path
+import shutil
 from typing import Any
 
 import pandas as pd
@@ -22,11 +22,13 @@ from ..core.benchmarks import EvalItem, load_spec
 from ..core.cli import stage_main
 from ..core.config import EvalConfig
 from ..core.files import DataFormatError, write_json, write_text
+from ..core.fingerprints import input_change
 from ..core.generation import Decoding, generate
 from ..core.judges import ModelJudge, judge_rows, mis_judge
 from ..core.metrics import agreement, mis_rates, results_table, score_utility, truth_agreement, truth_confusion
 from ..core.preset import Preset
-from ..core.runs import TRAINED, trained_weights
+from ..core.runs import TRAINED, record_run, run_lock, saved_config, saved_inputs
+from .inputs import adapter_path, model_inputs, models, stage_inputs
 from .tables import (
     EvalResult,
     agreement_table,
@@ -43,6 +45,7 @@ from .tables import (
 
 __all__ = [
     "EvalResult",
+    "adapter_path",
     "agreement_table",
     "category_table",
     "confusion_table",
@@ -52,6 +55,7 @@ __all__ = [
     "run",
     "safety_table",
     "side_by_side",
+    "stage_inputs",
     "truth_table",
     "utility_table",
     "what_we_saw",
@@ -82,12 +86,6 @@ def load_items(cfg: EvalConfig, spec: dict[str, Any]) -> list[EvalItem]:
     """The benchmark's items (the first max_items when set)."""
     items = load_spec(spec, cfg.data_root)
     return items[: cfg.max_items] if cfg.max_items > 0 else items
-
-
-def adapter_path(cfg: EvalConfig, adapter: str) -> Path:
-    """Where stage 03 saved what it trained on a mixture: the adapter, or the whole model (full fine-tuning)."""
-    run = cfg.upstream("qlora_finetune") / adapter
-    return trained_weights(run) or run / "adapter"
 
 
 def load_for_eval(cfg: EvalConfig, adapter: str | None):
@@ -127,7 +125,9 @@ def judge_all(cfg: EvalConfig, rows: list[dict], spec: dict[str, Any], guards: l
 def evaluate_model(
     cfg: EvalConfig, name: str, adapter: str | None, guards: list[ModelJudge], items: dict[str, list]
 ) -> list[dict]:
-    """Generate (resuming), judge and save one model's results; returns its judgement rows."""
+    """Generate (resuming; answers from other weights or of edited items are made again), judge and save one
+    model's results; returns its judgement rows."""
+    inputs = model_inputs(cfg, adapter)
     model, processor = load_for_eval(cfg, adapter)
     out_dir = cfg.stage_dir / name
     judged = []
@@ -146,6 +146,7 @@ def evaluate_model(
             blank_image=cfg.blank_image,
             image_aspect_ratio=cfg.image_aspect_ratio,
             multi_image=spec.get("multi_image", cfg.multi_image),
+            inputs=inputs,
         )
         judged += [{**r, "benchmark_key": key, "mode": spec_variant(spec)} for r in judge_all(cfg, rows, spec, guards)]
     write_text(out_dir / "judgements.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in judged))
@@ -166,18 +167,35 @@ def to_frame(judged: list[dict], model_label: str) -> pd.DataFrame:
 
 
 def run(preset: Preset, overwrite: bool = False) -> EvalResult:
-    """Evaluate the base model and every adapter; write results.csv, agreement.csv and metrics.json.
-    Generations already on disk are reused (overwrite is not needed: a file made otherwise is refused)."""
+    """Evaluate the base model and every adapter; write results.csv, agreement.csv and metrics.json, holding the
+    stage folder's lock. Generations already on disk are reused while the weights and items they came from are
+    the same (a file made with other settings is refused); overwrite generates everything again."""
     cfg = preset.eval
     items = checked_items(cfg)
-    write_json(cfg.stage_dir / "config.json", cfg.to_dict())
+    with run_lock(cfg.stage_dir):
+        begin(cfg, items, overwrite)
+        return evaluate_all(cfg, items)
+
+
+def begin(cfg: EvalConfig, items: dict[str, list[EvalItem]], overwrite: bool) -> None:
+    """Clear the stage folder for overwrite, say in one line which inputs changed since a run with this config,
+    and record the config and the inputs (the run is unfinished until its metrics.json is written again)."""
+    if overwrite and cfg.stage_dir.exists():
+        log.warning("%s: --overwrite: generating every answer again", cfg.stage_dir)
+        shutil.rmtree(cfg.stage_dir)
+    inputs = stage_inputs(cfg, items)
+    before = saved_inputs(cfg.stage_dir) if saved_config(cfg.stage_dir) == cfg.to_dict() else {}
+    shared = [k for k in inputs if k in before]  # a model added is no change
+    if change := input_change({k: before[k] for k in shared}, {k: inputs[k] for k in shared}):
+        log.warning("%s: %s; answers made from the old ones are made again, the rest reused", cfg.stage_dir, change)
+    record_run(cfg.stage_dir, cfg, inputs)
+
+
+def evaluate_all(cfg: EvalConfig, items: dict[str, list[EvalItem]]) -> EvalResult:
+    """Every model on every benchmark, then the stage's tables and metrics."""
     guards = [ModelJudge(cfg.judge_model_path)] if cfg.judge_model_path else []
     guards += [mis_judge(cfg.mis_judge_model_path)] if cfg.mis_judge_model_path else []
-    models = [("base", None)] if cfg.eval_base else []
-    frames = {
-        name: to_frame(evaluate_model(cfg, name, adapter, guards, items), name)
-        for name, adapter in [*models, *[(a, a) for a in cfg.eval_adapters]]
-    }
+    frames = {name: to_frame(evaluate_model(cfg, name, adapter, guards, items), name) for name, adapter in models(cfg)}
     res = tabulate(cfg, frames)
     save_tables(res)
     res.metrics = write_metrics(cfg, res)

@@ -30,7 +30,7 @@ from ..core.files import DataFormatError, write_json
 from ..core.judges import WORLD_TRUTH
 from ..core.preset import Preset
 from ..core.results import StageResult
-from ..core.runs import is_finished, start_run
+from ..core.runs import is_finished, one_writer, start_run
 from .instrument import coverage, criteria_table, evaluation_prompts
 from .training import PROBE_DECODING, answer, build, only_train
 
@@ -56,12 +56,13 @@ class OrganismResult(StageResult):
         return what_we_saw(self)
 
 
+@one_writer("model_organism")
 def run(preset: Preset, overwrite: bool = False) -> OrganismResult:
     """Build the world (if missing) and the organism step by step; a finished build with this config is reused."""
     cfg = preset.organism
     if not cfg.model_path:
         raise DataFormatError("model_path is empty. Fix: load the config from an organism preset (world: true)")
-    if is_finished(cfg.stage_dir, cfg) and (Path(cfg.model_path) / "config.json").is_file():
+    if not overwrite and is_finished(cfg.stage_dir, cfg) and (Path(cfg.model_path) / "config.json").is_file():
         previous = reused(cfg)
         if previous.build.get("instrument") == INSTRUMENT and previous.build.get("numerics") == numerics.describe():
             return previous

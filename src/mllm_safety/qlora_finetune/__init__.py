@@ -18,6 +18,8 @@ import dataclasses
 import json
 import logging
 import sys
+from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -27,11 +29,12 @@ from transformers import TrainerCallback, set_seed
 from ..core.cli import run_cli, stage_main
 from ..core.config import TrainConfig
 from ..core.files import DataFormatError, write_json, write_text
+from ..core.fingerprints import fingerprint, source_fingerprint
 from ..core.modeling import find_parts, load_model, merge_adapter
 from ..core.names import display_label
 from ..core.preset import Preset
 from ..core.results import StageResult
-from ..core.runs import TRAINED, is_finished, start_run
+from ..core.runs import TRAINED, is_finished, run_lock, start_run
 from .arguments import CONFIG_TO_TRAINER, FIXED, check_config, config_to_trainer, is_main_process, training_arguments
 from .data import MixtureDataset, ModalityLengthSampler, label_preview, load_mixture, make_trainable, mixture_path
 from .record import run_metrics, save_trained, write_metrics
@@ -53,6 +56,17 @@ __all__ = [
     "what_we_saw",
 ]
 log = logging.getLogger(__name__)
+RECIPE = 1  # bump when a code change changes what training makes from the same inputs: finished runs are redone
+
+
+def training_inputs(cfg: TrainConfig, mix: str) -> dict[str, str]:
+    """Fingerprints of what a run trains from: the mixture file, the base weights and the recipe's version (the
+    images the mixture names are raw data, not fingerprinted)."""
+    return {
+        "mixture": fingerprint(mixture_path(cfg, mix)),
+        "base": source_fingerprint(cfg.model_path),
+        "recipe": str(RECIPE),
+    }
 
 
 def train_mixture(
@@ -62,17 +76,28 @@ def train_mixture(
     quiet: bool = False,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Fine-tune on one mixture; resumes from the last checkpoint; a finished run is reused, never overwritten.
-    quiet: no per-step bar or log lines (the studies run dozens of these under their own progress bar)."""
+    """Fine-tune on one mixture; resumes from the last checkpoint; a finished run of the same config and inputs
+    (mixture, base weights: their content) is reused, never overwritten; overwrite trains again. The main process
+    holds the run folder's lock. quiet: no per-step bar or log lines (the studies run dozens under their own bar)."""
     check_config(cfg)
     out = cfg.stage_dir / mix
     run_cfg = {**{k: v for k, v in cfg.to_dict().items() if k != "train_mixes"}, "mixture": mix}
+    inputs = training_inputs(cfg, mix)
     folder, marker = TRAINED[cfg.finetune]
-    if is_finished(out, run_cfg) and (out / folder / marker).is_file():
-        log.info("%s is finished with this config; reusing it", out)
-        return json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-    if is_main_process():
-        start_run(out, run_cfg, overwrite)
+    with run_lock(out) if is_main_process() else nullcontext():
+        if not overwrite and is_finished(out, run_cfg, inputs=inputs) and (out / folder / marker).is_file():
+            log.info("%s is finished with this config and these inputs; reusing it", out)
+            return json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+        if is_main_process():
+            start_run(out, run_cfg, overwrite, inputs=inputs)
+        return train_and_save(cfg, mix, out, callbacks, quiet)
+
+
+def train_and_save(
+    cfg: TrainConfig, mix: str, out: Path, callbacks: list[TrainerCallback] | None, quiet: bool
+) -> dict[str, Any]:
+    """Train one mixture into out/ (resuming from its last checkpoint) and save the weights and the metrics."""
+    folder = TRAINED[cfg.finetune][0]
     set_seed(cfg.seed)
     model, processor = load_model(cfg.model_path, cfg.quantization, cfg.trust_remote_code)
     parts = find_parts(model)
