@@ -21,7 +21,7 @@ TINY_SIZES := data_root=data/real-shapes figures_root=runs/figures sample_size1=
 	fraction_seeds=1 study_seeds=1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-fast tiny-real lint format lab data reproduce figures notebooks clean-runs
+.PHONY: help setup test test-fast tiny-real slurm-up lint format lab data reproduce figures notebooks clean-runs
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -60,6 +60,9 @@ tiny-real: $(STAMP)  ## the llava-1.5-7b, llava-next-7b and qwen2.5-vl-7b preset
 	$(PY) -m mllm_safety.pipeline run --preset qwen2.5-vl-7b --as tiny-qwen2.5-vl-7b --stages 01 02 03 04 05 06 \
 		--set model_path=runs/replicas/qwen2.5-vl $(TINY_SIZES) \
 		"train_mixes=[$(TINY_MIXES), mis_reasoning]" "eval_adapters=[$(TINY_MIXES), mis_reasoning]"
+
+slurm-up:  ## install SLURM when missing (apt), start a one-node cluster, run one job, stop it (tests/test_cluster.py)
+	$(PYTHON) tests/slurm_cluster.py
 
 lint: $(STAMP)  ## ruff check and format check over src, tests, benchmarks and notebooks
 	$(VENV)/bin/ruff check src tests benchmarks notebooks

@@ -9,27 +9,29 @@ interrupted study resumes. The base models are evaluated once. Tables: results.c
 (every run, bases included: what it is, its role in the figures, its training cost), studies.csv (which run fills
 which row), summary.csv/.md (mean and spread over seeds), intervals.csv (seeds and items).
 The stage receives the whole preset (core.preset.Preset): its cells' mixing, training and evaluation settings are
-the preset's sections. CLI: `python -m mllm_safety.ablations --preset toy` (settings: `core.config.AblationConfig`).
-Modules: `arms` (what a cell is), `cells` (running one), `tables` (what the stage writes and shows).
+the preset's sections. The cells (control organisms, base evaluations, runs) run on the preset's engine (`executor`:
+inline, local or slurm; core.executors, docs/cluster.md); the tables are then read from their run folders.
+CLI: `python -m mllm_safety.ablations --preset toy` (settings: `core.config.AblationConfig`, engine:
+`core.config.ExecutorConfig`); `--cancel` stops the grid's queued and running cells.
+Modules: `arms` (what a cell is), `cells` (running one), `engine` (the grid as cells), `tables` (what the stage
+writes and shows).
 """
 
 from __future__ import annotations
 
-import dataclasses
-
 import pandas as pd
-from tqdm.auto import tqdm
 
-from ..core.cli import stage_main
+from ..core.cli import run_cli, stage_main, stage_parser
 from ..core.config import AblationConfig
 from ..core.console import inner_bars_off
+from ..core.executors import cancel_grid, run_grid
 from ..core.files import write_json, write_text
 from ..core.preset import Preset
 from ..core.tables import summary_markdown
-from ..mix_rejection_data import load_sources
 from . import cells
 from .arms import Arm, build_mix, grid, study_rows
-from .cells import control_base, evaluate_bases, run_cell, run_table
+from .cells import run_table
+from .engine import cells_dir, gather, grid_tasks
 from .tables import (
     MIS_TABLE,
     AblationResult,
@@ -50,6 +52,7 @@ __all__ = [
     "AblationResult",
     "Arm",
     "build_mix",
+    "cancel",
     "controls_table",
     "cost_table",
     "format_table",
@@ -65,28 +68,21 @@ __all__ = [
 
 
 def run(preset: Preset, overwrite: bool = False) -> AblationResult:
-    """Run every (study, row, seed) of the grid (each distinct run once), then tabulate and summarize.
-    Each run guards its own folder; the stage folder's config.json records the latest grid."""
+    """Run every unfinished cell of the grid (each distinct run once) on the preset's engine, then tabulate and
+    summarize from the run folders. Failed cells: a table, then GridFailed. overwrite: ignore the finished cells'
+    markers (each cell then checks its own run folders)."""
     cfg = preset.studies
     table = grid(cfg, preset.data.world)
     write_json(cfg.stage_dir / "config.json", cfg.to_dict())
-    todo = table.drop_duplicates("run")
-    alignments = sorted(set(table["alignment"]))
-    sources = load_sources(preset.mix) if len(todo) else None  # read once for every cell
-    bases, frames, costs = {}, [], []
-    with inner_bars_off(), tqdm(total=len(alignments) + len(todo), desc="studies: bases and runs") as progress:
-        for alignment in alignments:  # each base built (controls) or checked once, and evaluated once
-            bases[alignment] = control_base(preset, alignment)
-            progress.update()
-        frames.append(evaluate_bases(preset, bases))
-        for row in todo.itertuples():
-            arm = Arm(**{f.name: getattr(row, f.name) for f in dataclasses.fields(Arm)})
-            res, cost = run_cell(preset, bases[arm.alignment], arm, row.seed, row.run, sources)
-            frames.append(res)
-            costs.append(cost)
-            progress.update()
-    results = pd.concat(frames, ignore_index=True)
+    with inner_bars_off():
+        run_grid(grid_tasks(preset, table), preset.engine, cells_dir(preset), overwrite, "studies: cells")
+    results, costs, bases = gather(preset, table)
     return save(preset, table, results, run_table(cfg.reference_fraction, cfg.seed, table, costs, bases))
+
+
+def cancel(preset: Preset) -> str:
+    """Stop the grid's queued and running cells (scancel its SLURM jobs, or interrupt its local run)."""
+    return cancel_grid(cells_dir(preset))
 
 
 def save(preset: Preset, table: pd.DataFrame, results: pd.DataFrame, runs: pd.DataFrame) -> AblationResult:
@@ -104,5 +100,11 @@ def save(preset: Preset, table: pd.DataFrame, results: pd.DataFrame, runs: pd.Da
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: run stage 05 for a preset."""
-    return stage_main(AblationConfig, run, argv, "python -m mllm_safety.ablations", __doc__)
+    """CLI: run stage 05 for a preset (the same command re-attaches to its running cells); --cancel stops them."""
+    prog = "python -m mllm_safety.ablations"
+    parser = stage_parser(prog, __doc__)
+    parser.add_argument("--cancel", action="store_true", help="stop this grid's queued and running cells")
+    args = parser.parse_args(argv)
+    if not args.cancel:
+        return stage_main(AblationConfig, run, argv, prog, __doc__)
+    return run_cli(lambda: print(cancel(Preset.load(args.preset))))

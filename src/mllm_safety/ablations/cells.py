@@ -12,9 +12,11 @@ from typing import Any
 import pandas as pd
 
 from .. import evaluate, model_organism
+from ..core.config import MixConfig
 from ..core.files import write_json
+from ..core.fingerprints import data_inputs
 from ..core.preset import Preset
-from ..core.runs import is_finished, start_run
+from ..core.runs import is_finished, run_lock, start_run
 from ..core.tables import read_table
 from ..qlora_finetune import train_mixture
 from .arms import Arm, Sources, build_mix, relative_to_data
@@ -28,14 +30,16 @@ def runs_dir(preset: Preset) -> Path:
     return preset.studies.stage_dir / "runs"
 
 
-def control_base(preset: Preset, alignment: str) -> Base:
-    """(model path, stage-4 mix) of the base with this text alignment; controls are built here on first use."""
+def control_base(preset: Preset, alignment: str, build: bool = True) -> Base:
+    """(model path, stage-4 mix) of the base with this text alignment; controls are built here on first use
+    (build=False: only where they are, for cells that run after their organism's cell)."""
     if alignment == "harmful":
         return preset.studies.model_path, None
     root = preset.studies.stage_dir / "organisms"
     model = str(root / alignment / "model")
     org = preset.child(alignment, runs_root=str(root), model_path=model, text_alignment=alignment)
-    model_organism.run(org)
+    if build:
+        model_organism.run(org)
     return model, str(org.organism.stage4_mix)
 
 
@@ -50,9 +54,9 @@ def cell_preset(preset: Preset, base: Base, arm: Arm, seed: int, run: str) -> Pr
 
 
 def evaluate_once(cell: Preset) -> pd.DataFrame:
-    """Stage 04 for one cell, reused when it finished with the same config."""
+    """Stage 04 for one cell, reused when it finished with the same config and inputs (weights, items, judges)."""
     ev = cell.eval
-    if is_finished(ev.stage_dir, ev):
+    if is_finished(ev.stage_dir, ev, inputs=evaluate.stage_inputs(ev, evaluate.checked_items(ev))):
         return read_table(ev.stage_dir / "results.csv")
     return evaluate.run(cell).results
 
@@ -67,9 +71,7 @@ def run_cell(
     mix = cell.mix
     sources = sources if base[1] is None else None
     mix_cfg = {**mix.to_dict(), "arm": dataclasses.asdict(arm)}
-    if not is_finished(mix.stage_dir, mix_cfg, "mix.json"):
-        records = build_mix(arm, mix, seed, start_run(mix.stage_dir, mix_cfg, marker="mix.json"), sources)
-        write_json(mix.stage_dir / "mix.json", records)
+    build_cell_mix(arm, mix, seed, mix_cfg, sources)
     cost = train_mixture(cell.train, "mix", quiet=True)
     results = evaluate_once(cell).assign(run=run)
     return results, {
@@ -79,6 +81,16 @@ def run_cell(
         "model": cell.train.model_path,
         **{k: cost.get(k) for k in COST},
     }
+
+
+def build_cell_mix(arm: Arm, mix: MixConfig, seed: int, mix_cfg: dict[str, Any], sources: Sources | None) -> None:
+    """The cell's mixture (mix.json), built unless a finished one was made with this config from these source
+    files (their content)."""
+    inputs = data_inputs(mix_cfg)
+    with run_lock(mix.stage_dir):
+        if not is_finished(mix.stage_dir, mix_cfg, "mix.json", inputs):
+            run_dir = start_run(mix.stage_dir, mix_cfg, marker="mix.json", inputs=inputs)
+            write_json(mix.stage_dir / "mix.json", build_mix(arm, mix, seed, run_dir, sources))
 
 
 def evaluate_bases(preset: Preset, bases: Mapping[str, Base]) -> pd.DataFrame:

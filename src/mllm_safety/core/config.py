@@ -155,6 +155,12 @@ class MixConfig(Seeded):
     mis_size: NonNegative = 0  # MIS records in the mixture; 0 = as many as the VLGuard baseline's safety records
     export_format: Literal["llava", "sharegpt", "both"] = "both"
 
+    def __post_init__(self) -> None:
+        from .mixing import fractions_problem  # each fraction a whole count of records, each name once
+
+        if problem := fractions_problem(self.rejection_fractions, self.fraction_total):
+            raise ValueError(problem)
+
 
 @stage_config_class
 class TrainConfig(Seeded):
@@ -174,9 +180,7 @@ class TrainConfig(Seeded):
     lora_alpha: Positive = 256
     lora_dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.05
     train_projector: bool = True  # the paper's LLaVA-1.5 recipe; False = their LLaMA-Factory recipe
-    finetune: Literal["lora", "full"] = (
-        "lora"  # full: every LM and connector weight, no adapter (needs quantization none)
-    )
+    finetune: Literal["lora", "full"] = "lora"  # full: every LM and connector weight, no adapter (quantization none)
     learning_rate: Rate = 2e-4
     projector_lr: Rate = 2e-5
     lr_scheduler: str = "cosine"
@@ -218,7 +222,7 @@ class EvalConfig(Seeded):
     image_aspect_ratio: Literal["pad", "processor"] = "processor"  # as in training
     eval_adapters: list[str] = field(default_factory=list)  # mixtures trained in stage 03
     eval_base: bool = True  # also evaluate the base model (the studies evaluate it once, not per run)
-    benchmarks: list[dict[str, Any]] = field(default_factory=list)  # {name, root, mode/subset/..., metric}
+    benchmarks: list[dict[str, Any]] = field(default_factory=list)  # {name, root, mode, ...}: core.benchmark_specs
     judges: list[JudgeName] = field(default_factory=lambda: list(STRING_MATCH))
     headline_judge: JudgeName = PAPER  # the judge of the headline tables (world_truth on the organism's data)
     judge_model_path: str = ""  # a local guard model (e.g. Llama Guard 3); "" = none
@@ -230,15 +234,16 @@ class EvalConfig(Seeded):
     batch_size: Positive = 8
     blank_image: bool = False  # give text-only items a blank image instead of none
     multi_image: Literal["images", "canvas"] = "images"  # two-image items: two inputs or one canvas; per benchmark too
-    max_items: int = -1  # per benchmark; -1 = all
+    max_items: Annotated[int, Field(ge=-1)] = -1  # per benchmark; -1 = all (0 is refused: it once meant all)
     bootstrap_samples: Positive = 1000
 
     def __post_init__(self) -> None:
-        from .benchmarks import spec_problem  # the loaders' own options, read when a config is made
+        from .benchmark_specs import specs_problem  # the loaders' own options, read when a config is made
 
-        for k, spec in enumerate(self.benchmarks):
-            if problem := spec_problem(spec):
-                raise ValueError(f"benchmarks[{k}] ({spec.get('name', '?')}): {problem}")
+        if problem := specs_problem(self.benchmarks):
+            raise ValueError(problem)
+        if self.max_items == 0:
+            raise ValueError("max_items 0 would evaluate no item. Fix: -1 for every item, or a count of at least 1")
         if self.headline_judge not in self.judges:
             raise ValueError(f"headline_judge {self.headline_judge!r} is not one of judges {self.judges}")
 
@@ -260,6 +265,24 @@ class AblationConfig(Seeded):
     fractions: list[Fraction] = field(default_factory=lambda: [0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3])
     fraction_seeds: Positive = 3  # seeds per row of the fraction study
     study_seeds: Positive = 2  # seeds per row of the other studies
+
+
+@stage_config_class
+class ExecutorConfig(StageConfig):
+    """Stage 05's engine: how its grid's cells run (docs/cluster.md). Not a stage of its own, and not part of any
+    cell's config: the same cells give the same run folders whichever engine ran them."""
+
+    executor: Literal["inline", "local", "slurm"] = "inline"  # inline: one cell after another in this process
+    workers: Positive = 2  # local: cells at once (one GPU each when there are GPUs, else a share of the CPUs)
+    slurm_partition: str = ""  # "" = the cluster's default partition
+    slurm_account: str = ""  # "" = your default account
+    slurm_time_min: Positive = 240  # each job's time limit; a cell past it is requeued and resumes from its checkpoint
+    slurm_gpus_per_task: NonNegative = 1  # 0 on a CPU partition
+    slurm_cpus_per_task: Positive = 8  # also the cell's torch threads
+    slurm_mem_gb: Annotated[float, Field(gt=0.0)] = 64.0
+    slurm_array_parallelism: Positive = 32  # cells of the job array running at once
+    slurm_max_requeues: NonNegative = 3  # time-outs requeued per cell (preemptions always are)
+    slurm_additional: dict[str, str | int | float | bool] = field(default_factory=dict)  # more sbatch options
 
 
 @stage_config_class
@@ -288,4 +311,5 @@ CONFIGS: dict[str, type] = {
 
 def known_keys() -> set[str]:
     """Every key a preset may set: the union of the stage configs' fields (minus the injected preset name)."""
-    return set().union(*({f.name for f in dataclasses.fields(c)} for c in (DataConfig, *CONFIGS.values()))) - {"preset"}
+    sections = (DataConfig, ExecutorConfig, *CONFIGS.values())
+    return set().union(*({f.name for f in dataclasses.fields(c)} for c in sections)) - {"preset"}

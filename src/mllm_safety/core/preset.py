@@ -25,6 +25,7 @@ from .config import (
     BiasConfig,
     DataConfig,
     EvalConfig,
+    ExecutorConfig,
     FigureConfig,
     MixConfig,
     OrganismConfig,
@@ -35,6 +36,7 @@ from .config import (
 from .files import DataFormatError
 from .judges import WORLD_TRUTH
 from .layout import repo_root, stage_dir
+from .mixing import whole_counts_problem
 from .names import resolve
 
 BASE = "base"  # the key that names the preset a file starts from
@@ -129,6 +131,14 @@ def derived(name: str, values: Mapping[str, Any]) -> dict[str, Any]:
     return {"data_root": f"data/{name}", "model_path": str(model)}
 
 
+def studies_problem(sections: Mapping[str, Any]) -> str | None:
+    """Stage 05's fractions must be whole numbers of stage 02's fraction_total records: checked when the preset is
+    read, not in the middle of stage 05."""
+    studies = sections["studies"]
+    fractions = [studies.reference_fraction, *(studies.fractions if "fraction" in studies.studies else [])]
+    return whole_counts_problem(fractions, sections["mix"].fraction_total, "fractions (stage 05)")
+
+
 # the preset's sections by concern: attribute -> stage config class
 SECTIONS = {
     "data": DataConfig,
@@ -139,6 +149,7 @@ SECTIONS = {
     "eval": EvalConfig,
     "studies": AblationConfig,
     "figures": FigureConfig,
+    "engine": ExecutorConfig,  # how stage 05 runs its cells (not a stage)
 }
 STAGE_SECTION = {cls.stage: attr for attr, cls in SECTIONS.items() if cls.stage}
 
@@ -159,6 +170,7 @@ class Preset:
     eval: EvalConfig
     studies: AblationConfig
     figures: FigureConfig
+    engine: ExecutorConfig
 
     @classmethod
     def load(cls, preset: str, **overrides: Any) -> Preset:
@@ -187,6 +199,8 @@ class Preset:
                 found += problems(e)
         if WORLD_TRUTH in full.get("judges", []) and not full.get("world"):
             found.append("judges: world_truth reads the organism's world only; it needs world: true")
+        if not found and (problem := studies_problem(sections)):
+            found.append(problem)
         if found:
             raise DataFormatError(f"{source or name}: " + "; ".join(dict.fromkeys(found)))
         mix = sections["mix"]  # `official` in the mixture lists is the official mixture for these sizes
