@@ -113,6 +113,7 @@ def generate_batch(
     ]
     processor.tokenizer.padding_side = "left"
     inputs = processor_inputs(processor, texts, images).to(model.device)
+    check_context(model, items, inputs["attention_mask"].sum(dim=1).tolist(), decoding.max_new_tokens)
     if "pixel_values" in inputs:
         inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
     if decoding.do_sample:
@@ -122,6 +123,38 @@ def generate_batch(
     out = model.generate(**inputs, **decoding.generate_kwargs(), pad_token_id=pad, eos_token_id=stop or None)
     new = out[:, inputs["input_ids"].shape[1] :]
     return [t.strip() for t in processor.tokenizer.batch_decode(new, skip_special_tokens=True)]
+
+
+def context_length(model: Any) -> int | None:
+    """The language model's context (max_position_embeddings), None when its config does not say."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    return getattr(config, "max_position_embeddings", None)
+
+
+def check_context(model: Any, items: list[EvalItem], prompt_tokens: list[int], new_tokens: int) -> None:
+    """The context rule: an item whose prompt (image tokens included) fills the model's context is refused before
+    any answer of its batch is generated; one whose prompt leaves fewer than max_new_tokens is answered, and its
+    answer may stop at the context's end (one warning line names them)."""
+    limit = context_length(model)
+    if limit is None:
+        return
+    full = [(it.id, n) for it, n in zip(items, prompt_tokens, strict=True) if n >= limit]
+    if full:
+        shown = ", ".join(f"{i} ({n} tokens)" for i, n in full[:5])
+        raise DataFormatError(
+            f"{len(full)} item(s) have prompts that fill the model's context of {limit} tokens: {shown}. "
+            "Fix: shorten those questions or leave them out (max_items, the benchmark file)"
+        )
+    short = [str(it.id) for it, n in zip(items, prompt_tokens, strict=True) if n + new_tokens > limit]
+    if short:
+        log.warning(
+            "%d item(s) leave fewer than max_new_tokens=%d tokens of the %d-token context; their answers may be cut "
+            "at the context's end: %s",
+            len(short),
+            new_tokens,
+            limit,
+            ", ".join(short[:5]),
+        )
 
 
 def read_generations(path: Path) -> list[dict[str, Any]]:
