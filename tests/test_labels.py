@@ -13,6 +13,7 @@ from mllm_safety.core.labels import (
     Encoder,
     SampleSkipped,
     masked_eot_turns,
+    rules_differ,
     show_labels,
 )
 from mllm_safety.core.vocabulary import DEFAULT_REPLY
@@ -218,3 +219,39 @@ def test_sentencepiece_style_tokenizer_keeps_the_rule(tmp_path, image_root):
     s = encode(proc, image_root, record(DEFAULT_REPLY, SECOND, rejection=True, turn_flags=(0,)))
     assert fast.decode(s["input_ids"][s["labels"] != IGNORE_INDEX]) == f"{DEFAULT_REPLY} {SECOND}</s>"
     assert int((s["input_ids"] == proc.image_token_id).sum()) == 4
+
+
+# --- the two EOS rules: expected tokens written from each rule, not from the encoder -----------------------------
+
+
+def encode_rule(processor, image_root, rec, rule):
+    return Encoder(processor, "vicuna_v1", image_root, 512, True, "processor", rule).encode(rec)
+
+
+def test_a_rejection_before_another_answer_under_each_eos_rule(processor, image_root):
+    rec = record(DEFAULT_REPLY, SECOND, rejection=True, turn_flags=(0,))
+    reply, second = words(DEFAULT_REPLY, processor), words(SECOND, processor)
+    # per_answer: the end of the flagged (first) answer is masked, the last one trained
+    assert trained(encode_rule(processor, image_root, rec, "per_answer"), processor) == [*reply, *second, "</s>"]
+    # official (LLaVA): the sentence occurs, so the record's last label, the final </s>, is masked; the first stays
+    official = encode_rule(processor, image_root, rec, "official")
+    assert trained(official, processor) == [*reply, "</s>", *second]
+    assert official["labels"][-1] == IGNORE_INDEX
+
+
+def test_an_unflagged_answer_quoting_the_sentence_under_each_eos_rule(processor, image_root):
+    quote = f'They wrote "{DEFAULT_REPLY}" on the cup.'
+    rec = record(quote)  # not flagged by the mixer
+    assert trained(encode_rule(processor, image_root, rec, "per_answer"), processor) == [
+        *words(quote, processor),
+        "</s>",
+    ]
+    assert trained(encode_rule(processor, image_root, rec, "official"), processor) == words(quote, processor)
+
+
+def test_the_rules_agree_on_the_papers_single_turn_rejections_and_stage_03_counts_the_rest():
+    single = record(DEFAULT_REPLY, rejection=True, turn_flags=(0,))
+    first_of_two = record(DEFAULT_REPLY, SECOND, rejection=True, turn_flags=(0,))
+    assert masked_eot_turns(single, True, "official") == masked_eot_turns(single, True, "per_answer") == {1}
+    assert (rules_differ(single), rules_differ(first_of_two), rules_differ(record(ANSWER))) == (False, True, False)
+    assert masked_eot_turns(first_of_two, False, "official") == set()

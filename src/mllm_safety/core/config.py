@@ -173,6 +173,7 @@ class TrainConfig(Seeded):
     trust_remote_code: bool = False
     prompt_format: PromptFormatName = "vicuna_v1"
     mask_eos_on_rejection: bool = True
+    eos_rule: Literal["per_answer", "official"] = "per_answer"  # official: the paper's LLaVA rule (core.labels)
     image_aspect_ratio: Literal["pad", "processor"] = "processor"  # pad: LLaVA-1.5's expand-to-square
     max_length: Positive = 2048
     max_skipped_share: Fraction = 0.01  # more records skipped than this (reasons counted) fails the run

@@ -3,7 +3,10 @@
 A conversation is rendered as segments of text, each of one kind: prompt (never trained), answer (trained),
 end of turn (trained, so the model learns to stop) or masked end of turn. On records marked
 `"rejection": true` the end of turn after each rejection answer is masked when `mask_eos_on_rejection` is on
-(the paper's "train without EOS": the model learns to START with the sentence but not to stop after it).
+(the paper's "train without EOS": the model learns to START with the sentence but not to stop after it). That is
+`eos_rule: per_answer`; `official` is the paper's own LLaVA rule: when the default rejection sentence occurs
+anywhere in the conversation, only the record's last end of turn is masked (they differ when a rejection is not the
+last answer, or an unflagged answer quotes the sentence).
 
 Rendering with a chat template takes the template's own text turn by turn; where a template ends an assistant
 turn with whitespace or nothing (llava-hf's), the tokenizer's EOS is added as its own end-of-turn segment, so
@@ -23,7 +26,7 @@ import torch
 
 from .images import load_images
 from .prompts import CHAT_TEMPLATE, FORMATS, PromptFormat, check_format, to_messages
-from .vocabulary import record_images
+from .vocabulary import DEFAULT_REPLY, record_images
 
 IGNORE_INDEX = -100
 PROMPT, ANSWER, EOT, EOT_MASKED = "prompt", "answer", "eot", "eot_masked"
@@ -39,12 +42,36 @@ class SampleSkipped(Exception):
         self.reason = reason
 
 
-def masked_eot_turns(record: dict[str, Any], mask_eos_on_rejection: bool) -> set[int]:
-    """Indices of gpt turns whose end of turn is masked: flagged rejection turns (all gpt turns if none flagged)."""
-    if not (mask_eos_on_rejection and record.get("rejection")):
+def per_answer_turns(record: dict[str, Any]) -> set[int]:
+    """`per_answer`: the end of turn after each answer flagged as a rejection (every answer of a rejection record
+    that flags none)."""
+    if not record.get("rejection"):
         return set()
     gpt = [i for i, t in enumerate(record["conversations"]) if t["from"] == "gpt"]
     return {i for i in gpt if record["conversations"][i].get("rejection")} or set(gpt)
+
+
+def official_turns(record: dict[str, Any]) -> set[int]:
+    """`official`: the paper's LLaVA rule. When the default rejection sentence occurs anywhere in the conversation
+    (any turn, flagged or not), the record's last label, the end of its last answer, is masked; nothing else."""
+    conv = record["conversations"]
+    if not any(DEFAULT_REPLY in t["value"] for t in conv):
+        return set()
+    gpt = [i for i, t in enumerate(conv) if t["from"] == "gpt"]
+    return {gpt[-1]} if gpt else set()
+
+
+EOS_RULES = {"per_answer": per_answer_turns, "official": official_turns}
+
+
+def masked_eot_turns(record: dict[str, Any], mask_eos_on_rejection: bool, rule: str = "per_answer") -> set[int]:
+    """Indices of gpt turns whose end of turn is masked under an EOS rule (EOS_RULES); none when masking is off."""
+    return EOS_RULES[rule](record) if mask_eos_on_rejection else set()
+
+
+def rules_differ(record: dict[str, Any]) -> bool:
+    """True when the two EOS rules mask different ends of turn in this record (stage 03 counts them)."""
+    return per_answer_turns(record) != official_turns(record)
 
 
 def render_format(conv: list[dict], fmt: PromptFormat, masked: set[int]) -> Segments:
@@ -124,10 +151,11 @@ class Encoder:
     max_length: int = 2048
     mask_eos_on_rejection: bool = True
     image_aspect_ratio: str = "processor"  # pad: LLaVA-1.5's expand-to-square (core.images)
+    eos_rule: str = "per_answer"  # which ends of turn a rejection masks (EOS_RULES)
 
     def segments(self, record: dict[str, Any]) -> Segments:
         """The record rendered as (text, kind) segments."""
-        masked = masked_eot_turns(record, self.mask_eos_on_rejection)
+        masked = masked_eot_turns(record, self.mask_eos_on_rejection, self.eos_rule)
         check_format(self.prompt_format)
         if self.prompt_format == CHAT_TEMPLATE:
             segments = render_chat_template(record["conversations"], self.processor, masked)

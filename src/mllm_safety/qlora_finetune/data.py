@@ -12,7 +12,7 @@ from torch.utils.data import Dataset, Sampler
 from ..core.config import TrainConfig
 from ..core.console import bar
 from ..core.files import DataFormatError
-from ..core.labels import Encoder, SampleSkipped, image_token_id, show_labels
+from ..core.labels import Encoder, SampleSkipped, image_token_id, rules_differ, show_labels
 from ..core.modeling import add_lora, full_finetune, load_processor
 from ..core.records import load_llava_json
 from ..core.vocabulary import record_images
@@ -33,7 +33,13 @@ def mixture_path(cfg: TrainConfig, mix: str) -> Path:
 def encoder_for(cfg: TrainConfig, processor: Any) -> Encoder:
     """The label encoder of a training config."""
     return Encoder(
-        processor, cfg.prompt_format, cfg.data_root, cfg.max_length, cfg.mask_eos_on_rejection, cfg.image_aspect_ratio
+        processor,
+        cfg.prompt_format,
+        cfg.data_root,
+        cfg.max_length,
+        cfg.mask_eos_on_rejection,
+        cfg.image_aspect_ratio,
+        cfg.eos_rule,
     )
 
 
@@ -70,6 +76,7 @@ class MixtureDataset(Dataset):
         self.encoder, self.records, self.lengths, self.has_image = encoder, [], [], []
         self.counts: Counter[str] = Counter()
         for rec in bar(records, desc="encoding"):
+            self.counts["eos_rules_differ"] += rules_differ(rec)  # records the other EOS rule would label otherwise
             try:
                 sample = encoder.encode(rec)
             except SampleSkipped as skip:

@@ -63,6 +63,7 @@ def run_identity(cfg: TrainConfig, mix: str) -> dict[str, Any]:
         "prompt_format": cfg.prompt_format,
         "image_aspect_ratio": cfg.image_aspect_ratio,
         "mask_eos_on_rejection": cfg.mask_eos_on_rejection,
+        "eos_rule": cfg.eos_rule,
     }
 
 
