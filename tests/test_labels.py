@@ -255,3 +255,17 @@ def test_the_rules_agree_on_the_papers_single_turn_rejections_and_stage_03_count
     assert masked_eot_turns(single, True, "official") == masked_eot_turns(single, True, "per_answer") == {1}
     assert (rules_differ(single), rules_differ(first_of_two), rules_differ(record(ANSWER))) == (False, True, False)
     assert masked_eot_turns(first_of_two, False, "official") == set()
+
+
+@pytest.mark.parametrize("literal", ["</s>", "<image>", "<s>", "<|im_end|>"])
+def test_a_control_tokens_string_inside_an_answer_skips_the_record(processor, image_root, literal):
+    # it would become the control token itself (an end of sequence in the middle of a trained answer)
+    with pytest.raises(SampleSkipped, match="special_token_in_text"):
+        encode(processor, image_root, record(f"The cup says {literal} in red."))
+
+
+def test_a_string_that_is_no_control_token_of_this_tokenizer_stays_text(processor, image_root):
+    answer = "The cup says <|eot_id|> in red."  # Llama 3's turn end: no control token of this tokenizer
+    s = encode(processor, image_root, record(answer))
+    assert trained(s, processor) == [*words(answer, processor), "</s>"]
+    assert (s["input_ids"] == processor.tokenizer.eos_token_id).sum() == 1  # only the real end of the answer

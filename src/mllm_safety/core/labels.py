@@ -26,7 +26,7 @@ import torch
 
 from .images import load_images
 from .prompts import CHAT_TEMPLATE, FORMATS, PromptFormat, check_format, to_messages
-from .vocabulary import DEFAULT_REPLY, record_images
+from .vocabulary import DEFAULT_REPLY, IMAGE_TAG, record_images
 
 IGNORE_INDEX = -100
 PROMPT, ANSWER, EOT, EOT_MASKED = "prompt", "answer", "eot", "eot_masked"
@@ -165,6 +165,7 @@ class Encoder:
 
     def encode(self, record: dict[str, Any]) -> dict[str, Any]:
         """input_ids, attention_mask, labels and the processor's image tensors; raises SampleSkipped."""
+        check_literal_specials(record, self.processor.tokenizer)
         text, kinds = char_kinds(self.segments(record))
         tok = self.processor.tokenizer
         special = not (tok.bos_token and text.startswith(tok.bos_token))  # a template that writes BOS itself
@@ -197,6 +198,24 @@ class Encoder:
         if bool((sample["labels"] == IGNORE_INDEX).all()):
             raise SampleSkipped("fully_masked")
         return sample
+
+
+def literal_specials(tokenizer: Any) -> list[str]:
+    """The strings a tokenizer reads as control tokens (EOS, turn markers, image placeholders), longest first."""
+    added = [t.content for t in tokenizer.added_tokens_decoder.values() if t.special]
+    return sorted({*tokenizer.all_special_tokens, *added, IMAGE_TAG} - {""}, key=len, reverse=True)
+
+
+def check_literal_specials(record: dict[str, Any], tokenizer: Any) -> None:
+    """A control token's string written in a record's text ("</s>" or "<|im_end|>" in scraped answers, "<image>" in
+    an answer) would become the control token itself, e.g. an end of sequence in the middle of a trained answer. The
+    record is skipped and counted (`skipped_special_token_in_text`), as the official LLaVA code in effect does (its
+    tokenization breaks there and masks the whole record). A human turn may hold the image tag, nothing else."""
+    specials = literal_specials(tokenizer)
+    for turn in record["conversations"]:
+        text = turn["value"].replace(IMAGE_TAG, "") if turn["from"] == "human" else turn["value"]
+        if any(tok in text for tok in specials):
+            raise SampleSkipped("special_token_in_text")
 
 
 def image_token_id(processor: Any) -> int | None:
