@@ -269,3 +269,24 @@ def test_a_string_that_is_no_control_token_of_this_tokenizer_stays_text(processo
     s = encode(processor, image_root, record(answer))
     assert trained(s, processor) == [*words(answer, processor), "</s>"]
     assert (s["input_ids"] == processor.tokenizer.eos_token_id).sum() == 1  # only the real end of the answer
+
+
+@pytest.mark.parametrize(
+    "question",
+    ["What color is the cup?\n<image>", "  What color is the cup? <image>\n", "<image>\nWhat color is the cup?"],
+)
+def test_the_image_tag_goes_in_front_as_llavas_training_code_puts_it(processor, image_root, question):
+    from mllm_safety.core.prompts import VICUNA_SYSTEM
+
+    rec = {
+        "id": "r",
+        "image": "a.png",
+        "conversations": [{"from": "human", "value": question}, {"from": "gpt", "value": ANSWER}],
+    }
+    segments = Encoder(processor, "vicuna_v1", image_root, 512, True).segments(rec)
+    # preprocess_multimodal: the tag taken out, the rest stripped, "<image>\n" put in front; then conv.get_prompt()
+    assert "".join(t for t, _ in segments).startswith(
+        f"{VICUNA_SYSTEM} USER: <image>\nWhat color is the cup? ASSISTANT:"
+    )
+    front = encode(processor, image_root, record(ANSWER))  # the question written with the tag in front
+    assert torch.equal(encode(processor, image_root, rec)["input_ids"], front["input_ids"])

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from .images import load_images
-from .prompts import CHAT_TEMPLATE, FORMATS, PromptFormat, check_format, to_messages
+from .prompts import CHAT_TEMPLATE, FORMATS, PromptFormat, check_format, image_tags_first, to_messages
 from .vocabulary import DEFAULT_REPLY, IMAGE_TAG, record_images
 
 IGNORE_INDEX = -100
@@ -75,11 +75,14 @@ def rules_differ(record: dict[str, Any]) -> bool:
 
 
 def render_format(conv: list[dict], fmt: PromptFormat, masked: set[int]) -> Segments:
-    """Segments of an explicit prompt format (LLaVA's conv.get_prompt(): `SYS USER: q ASSISTANT: a</s>USER: ...`)."""
+    """Segments of an explicit prompt format (LLaVA's conv.get_prompt(): `SYS USER: q ASSISTANT: a</s>USER: ...`),
+    each question's image tags moved to its front as LLaVA's training code does (a chat template puts image parts
+    before the text by itself: `to_messages`)."""
     segments: Segments = []
     for i in range(0, len(conv), 2):
         head = f"{fmt.system} " if i == 0 else ""
-        segments.append((f"{head}{fmt.roles[0]}: {conv[i]['value']} {fmt.roles[1]}:", PROMPT))
+        question = image_tags_first(conv[i]["value"])  # where LLaVA's own training code puts the image
+        segments.append((f"{head}{fmt.roles[0]}: {question} {fmt.roles[1]}:", PROMPT))
         segments.append((" " + conv[i + 1]["value"], ANSWER))
         segments.append((fmt.eot, EOT_MASKED if i + 1 in masked else EOT))
     return segments

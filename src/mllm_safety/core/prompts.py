@@ -56,6 +56,14 @@ def to_messages(conv: list[dict]) -> list[dict]:
     return messages
 
 
+def image_tags_first(text: str) -> str:
+    """A question as LLaVA's training code (`preprocess_multimodal`) hands it on: its image tags taken out, the rest
+    stripped, the tags put in front, each followed by a newline ("What is this?\n<image>" -> "<image>\nWhat is
+    this?"). Text without a tag is unchanged. LLaVA keeps one tag; a two-image question keeps both here."""
+    n = text.count(IMAGE_TAG)
+    return ((IMAGE_TAG + "\n") * n + text.replace(IMAGE_TAG, "").strip()).strip() if n else text
+
+
 def build_prompt(question: str, n_images: int, processor: Any, prompt_format: str) -> str:
     """The generation prompt for one question: image tags in front of it, in the chosen prompt format."""
     check_format(prompt_format)

@@ -40,10 +40,14 @@ def photo(path: Path, size: tuple[int, int], rng: random.Random) -> str:
     return path.name
 
 
-def turns(pairs: list[tuple[str, str]], image: bool) -> list[dict[str, str]]:
+def turns(pairs: list[tuple[str, str]], image: bool, tag_after: bool = False) -> list[dict[str, str]]:
+    """LLaVA turns; the image tag opens the first question, or ends it (`tag_after`: "...?\n<image>", as many
+    LLaVA-Instruct records of mix665k have it, e.g. id 000000033471)."""
     conv = []
     for k, (q, a) in enumerate(pairs):
-        conv += [{"from": "human", "value": ("<image>\n" if image and k == 0 else "") + q}, {"from": "gpt", "value": a}]
+        first = image and k == 0
+        value = (q + "\n<image>" if tag_after else "<image>\n" + q) if first else q
+        conv += [{"from": "human", "value": value}, {"from": "gpt", "value": a}]
     return conv
 
 
@@ -62,7 +66,11 @@ def mix665k(root: Path, n: int, rng: random.Random) -> list[dict[str, Any]]:
         name = f"coco/train2017/{i:012d}.jpg"
         photo(root / "llava" / name, (640, 480), rng)
         rows.append(
-            {"id": f"{i:012d}" if i != 3 else "000000000001", "image": name, "conversations": turns(pairs, True)}
+            {
+                "id": f"{i:012d}" if i != 3 else "000000000001",
+                "image": name,
+                "conversations": turns(pairs, True, tag_after=i % 7 == 6),
+            }
         )
     return rows
 
