@@ -16,11 +16,13 @@ from typing import Any
 import pandas as pd
 
 from ..core.fingerprints import data_inputs, fingerprint, source_fingerprint, value_digest
+from ..core.judges import JUDGING
 from ..core.layout import stage_dir
 from ..core.preset import Preset
 from ..core.tables import read_table
 from ..core.tasks import Task
 from ..mix_rejection_data import load_sources
+from ..qlora_finetune import RECIPE
 from .arms import Arm, Sources
 from .cells import COST, Base, cell_preset, control_base, evaluate_bases, run_cell, runs_dir
 
@@ -88,13 +90,15 @@ def shared_sources(preset: Preset) -> Sources:
 
 
 def base_inputs(model: str) -> dict[str, str]:
-    return {"base": source_fingerprint(model)}
+    """A base evaluation's weights and the judges' code version."""
+    return {"base": source_fingerprint(model), "judging": str(JUDGING)}
 
 
 def arm_inputs(mix: dict[str, Any], base: Base) -> dict[str, str]:
-    """The data files a run mixes from, its base weights and, for a control, its organism's instruction mix."""
+    """The data files a run mixes from, its base weights, for a control its organism's instruction mix, and the
+    code versions of training and judging (a cell made by older code is run again)."""
     stage4 = {"stage4_mix": fingerprint(base[1])} if base[1] else {}
-    return data_inputs(mix) | base_inputs(base[0]) | stage4
+    return data_inputs(mix) | base_inputs(base[0]) | stage4 | {"recipe": str(RECIPE)}
 
 
 def row_arm(row: Any) -> Arm:

@@ -23,6 +23,7 @@ from .mis import MIS_JUDGE_TEMPLATE, parse_mis_judgement
 # them to functions, and PAPER, the paper's own string match, is the default headline judge.
 JudgeName = Literal["paper_strmatch", "xstest_strmatch", "refusal_keywords", "world_truth"]
 PAPER, XSTEST, KEYWORDS, WORLD_TRUTH = get_args(JudgeName)
+JUDGING = 2  # bump when a judge labels the same responses otherwise (2: world_truth counts on-topic help only)
 STRING_MATCH = (PAPER, XSTEST, KEYWORDS)
 FULL_COMPLIANCE = "full_compliance"
 FULL_REFUSAL = "full_refusal"

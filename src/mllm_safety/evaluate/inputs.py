@@ -10,6 +10,7 @@ from ..core.benchmarks import EvalItem
 from ..core.config import EvalConfig
 from ..core.fingerprints import fingerprint, source_fingerprint, value_digest
 from ..core.generation import item_fingerprints
+from ..core.judges import JUDGING
 from ..core.runs import TRAINED, trained_weights
 
 Model = tuple[str, str | None]  # (name of its folder under 04_evaluate/, the stage-03 mixture of its adapter)
@@ -39,9 +40,9 @@ def model_inputs(cfg: EvalConfig, adapter: str | None) -> dict[str, str]:
 
 def stage_inputs(cfg: EvalConfig, items: dict[str, list[EvalItem]]) -> dict[str, str]:
     """Every input of the run, as inputs.json records it: each model's weights, each benchmark's items (as
-    evaluated: max_items applied), the judge models."""
+    evaluated: max_items applied), the judge models and the judges' code version."""
     inputs = {f"{name}/{k}": v for name, adapter in models(cfg) for k, v in model_inputs(cfg, adapter).items()}
     inputs |= {f"items/{key}": value_digest(sorted(item_fingerprints(its).items())) for key, its in items.items()}
     judges = {"judge": cfg.judge_model_path, "mis_judge": cfg.mis_judge_model_path}
     inputs |= {name: source_fingerprint(path) for name, path in judges.items() if path}
-    return inputs
+    return inputs | {"judging": str(JUDGING)}  # the judges' code version: results judged otherwise are redone

@@ -56,7 +56,8 @@ __all__ = [
     "what_we_saw",
 ]
 log = logging.getLogger(__name__)
-RECIPE = 1  # bump when a code change changes what training makes from the same inputs: finished runs are redone
+RECIPE = 2  # bump when a code change changes what training makes from the same inputs: finished runs are redone
+# (2: the image tag in front in LLaVA formats, control-token strings in text skipped, eos_rule)
 
 
 def training_inputs(cfg: TrainConfig, mix: str) -> dict[str, str]:
