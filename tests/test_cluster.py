@@ -24,7 +24,7 @@ from mllm_safety import ablations as ab
 from mllm_safety.core.files import DataFormatError
 from mllm_safety.core.preset import Preset
 from mllm_safety.core.slurm import POLL_ENV, SubmissionError, job_states, parameters
-from mllm_safety.core.tasks import GridFailed, read_record
+from mllm_safety.core.tasks import GridFailed, Runner, Task, read_record
 
 # small jobs: one CPU thread each (as the inline run), two at a time on the test node
 SLURM = dict(
@@ -243,7 +243,20 @@ def test_the_local_pool_gives_the_inline_run_folders(organism, tmp_path, monkeyp
     run_in(tmp_path / "local", grid(organism, **FRACTION_GRID, executor="local", workers=2), monkeypatch)
     local = stage(tmp_path / "local")
     same_bytes(stage(tmp_path / "inline"), local)
-    assert {json.loads(p.read_text())["engine"] for p in (local / "cells").glob("*.done.json")} == {"local"}
+    done = [json.loads(p.read_text()) for p in (local / "cells").glob("*.done.json")]
+    assert {d["engine"] for d in done} == {"local"} and {d["threads"] for d in done} == {THREADS}
+
+
+def test_the_threads_key_gives_every_engine_the_same_bytes(organism, tmp_path, monkeypatch):
+    """`threads` fixes each cell's torch threads: the inline engine in a driver of two threads, told one, writes what
+    two local workers of one thread write, and its driver gets its two threads back."""
+    inline = run_in(tmp_path / "inline", grid(organism, **FRACTION_GRID, threads=1), monkeypatch, threads=2)
+    local = run_in(tmp_path / "local", grid(organism, **FRACTION_GRID, executor="local", threads=1), monkeypatch)
+    same_bytes(stage(tmp_path / "inline"), stage(tmp_path / "local"))
+    pd.testing.assert_frame_equal(inline.results, local.results)
+    for engine in ("inline", "local"):
+        done = [json.loads(p.read_text()) for p in (stage(tmp_path / engine) / "cells").glob("*.done.json")]
+        assert {d["threads"] for d in done} == {1}, engine
 
 
 def test_engine_keys_are_checked_when_the_preset_is_read():
@@ -261,3 +274,20 @@ def test_a_partition_sbatch_refuses_is_one_line_naming_the_keys(slurm, organism,
     preset = grid(organism, **FRACTION_GRID, **SLURM, slurm_partition="nope")
     with pytest.raises(SubmissionError, match=r"sbatch refused the cells of .*nope.*Fix: check the preset's slurm_"):
         run_in(tmp_path, preset, monkeypatch)
+
+
+def threads_seen(spec: list) -> None:
+    spec.append(torch.get_num_threads())
+
+
+def test_a_cell_runs_on_its_threads_and_gives_the_driver_its_own_back(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    seen: list[int] = []
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        Runner(Task("c", threads_seen, seen, {}), "d", tmp_path, "inline", threads=1)()
+        assert seen == [1] and torch.get_num_threads() == 2
+        assert json.loads((tmp_path / "c.done.json").read_text())["threads"] == 1
+    finally:
+        torch.set_num_threads(before)

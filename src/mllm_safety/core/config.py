@@ -275,11 +275,13 @@ class ExecutorConfig(StageConfig):
 
     executor: Literal["inline", "local", "slurm"] = "inline"  # inline: one cell after another in this process
     workers: Positive = 2  # local: cells at once (one GPU each when there are GPUs, else a share of the CPUs)
+    # the numbers depend on the thread count: one value gives the same bytes on every engine (docs/cluster.md)
+    threads: NonNegative = 0  # torch threads per cell; 0 = the engine's (inline: its own, local: a share, slurm: cpus)
     slurm_partition: str = ""  # "" = the cluster's default partition
     slurm_account: str = ""  # "" = your default account
     slurm_time_min: Positive = 240  # each job's time limit; a cell past it is requeued and resumes from its checkpoint
     slurm_gpus_per_task: NonNegative = 1  # 0 on a CPU partition
-    slurm_cpus_per_task: Positive = 8  # also the cell's torch threads
+    slurm_cpus_per_task: Positive = 8  # also the cell's torch threads unless `threads` is set
     slurm_mem_gb: Annotated[float, Field(gt=0.0)] = 64.0
     slurm_array_parallelism: Positive = 32  # cells of the job array running at once
     slurm_max_requeues: NonNegative = 3  # time-outs requeued per cell (preemptions always are)

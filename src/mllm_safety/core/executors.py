@@ -50,7 +50,7 @@ def run_inline(cfg: ExecutorConfig, folder: Path, todo: Todo, bar: tqdm) -> list
     failures = []
     for task, digest in todo:
         try:
-            Runner(task, digest, folder, "inline")()
+            Runner(task, digest, folder, "inline", cfg.threads or None)()
         except Exception as e:
             failures.append(Failure(task.name, one_line(e), str(log_path(folder, task.name))))
         bar.update()
@@ -75,11 +75,12 @@ def place_worker(gpus: Any, threads: int) -> None:
 
 
 def run_local(cfg: ExecutorConfig, folder: Path, todo: Todo, bar: tqdm) -> list[Failure]:
-    """At most `workers` cells at once in spawned processes, each on its own GPU or cpu_count // workers threads."""
+    """At most `workers` cells at once in spawned processes, each on its own GPU and `threads` torch threads
+    (default: its share of the CPUs)."""
     claim(folder, "local", todo)
     gpus = visible_gpus()
     workers = min(cfg.workers, len(todo), len(gpus) or cfg.workers)
-    threads = max(1, len(os.sched_getaffinity(0)) // workers)
+    threads = cfg.threads or max(1, len(os.sched_getaffinity(0)) // workers)
     context = multiprocessing.get_context("spawn")  # never fork a process that may hold CUDA or torch threads
     queue = context.Queue() if gpus else None
     for gpu in gpus[:workers]:

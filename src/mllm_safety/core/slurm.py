@@ -104,8 +104,9 @@ def submit(cfg: ExecutorConfig, folder: Path, todo: Todo) -> dict[str, str]:
     )
     executor.update_parameters(**parameters(cfg, f"mllm-{folder.parent.parent.name}"))
     try:
+        threads = cfg.threads or cfg.slurm_cpus_per_task
         with executor.batch():
-            jobs = [executor.submit(Runner(t, d, folder, "slurm", cfg.slurm_cpus_per_task)) for t, d in todo]
+            jobs = [executor.submit(Runner(t, d, folder, "slurm", threads)) for t, d in todo]
     except (FailedJobError, OSError) as e:
         said = "; ".join(line.strip() for line in str(e).strip().splitlines()[:3]) or type(e).__name__
         raise SubmissionError(

@@ -122,16 +122,29 @@ class Runner(Checkpointable):
         self.folder, self.cwd, self.engine, self.threads = str(Path(folder).absolute()), os.getcwd(), engine, threads
 
     def __call__(self) -> None:
-        os.chdir(self.cwd)  # the preset's relative paths mean what they meant to the driver
-        if self.threads:
-            import torch
+        import torch
 
-            torch.set_num_threads(self.threads)
+        os.chdir(self.cwd)  # the preset's relative paths mean what they meant to the driver
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.threads or before)
+        try:
+            self.run_cell(torch.get_num_threads())
+        finally:
+            torch.set_num_threads(before)  # the inline engine's driver keeps its own
+
+    def run_cell(self, threads: int) -> None:
         folder = Path(self.folder)
         error_path(folder, self.name).unlink(missing_ok=True)
         started = time.monotonic()
         with cell_log(log_path(folder, self.name), capture=self.engine != "inline"), inner_bars_off():
-            log.info("cell %s: engine %s, host %s, pid %d", self.name, self.engine, socket.gethostname(), os.getpid())
+            log.info(
+                "cell %s: engine %s, host %s, pid %d, %d torch threads",
+                self.name,
+                self.engine,
+                socket.gethostname(),
+                os.getpid(),
+                threads,
+            )
             try:
                 self.fn(self.spec)
             except Exception as e:
@@ -141,6 +154,7 @@ class Runner(Checkpointable):
         job = os.environ.get("SLURM_ARRAY_JOB_ID", os.environ.get("SLURM_JOB_ID", ""))
         task = os.environ.get("SLURM_ARRAY_TASK_ID")
         done = {"cell": self.name, "digest": self.digest, "engine": self.engine, "host": socket.gethostname()}
+        done["threads"] = threads
         job = (f"{job}_{task}" if task else job) or f"pid {os.getpid()}"
         done |= {"job": job, "finished": now(), "wall_s": time.monotonic() - started}
         write_json(marker(folder, self.name), done)
