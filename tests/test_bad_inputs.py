@@ -21,12 +21,11 @@ from conftest import REPO, rec, write_json
 from PIL import Image
 
 from mllm_safety import data_bias, evaluate, figures, mix_rejection_data, pipeline, qlora_finetune
-from mllm_safety.core.benchmark_specs import spec_name
 from mllm_safety.core.benchmarks import MMSB_SCENARIOS, load_benchmark, load_spec
 from mllm_safety.core.cli import run_cli
 from mllm_safety.core.files import BOM, DataFormatError, read_json
 from mllm_safety.core.images import open_rgb
-from mllm_safety.core.preset import Preset, load_preset, shipped_presets
+from mllm_safety.core.preset import Preset, load_preset
 
 
 @dataclass
@@ -288,7 +287,21 @@ CASES = [
         STAGE,
         benchmark({"name": "xstest", "root": "x", "metric": "bleu"}),
         2,
-        "metric 'bleu' is not one of ['letter', 'exact']",
+        "metric 'bleu' is not one of ['letter', 'exact', 'vizwiz']",
+    ),
+    Case(
+        "a benchmark's own prompt format that does not exist",
+        STAGE,
+        benchmark({"name": "scienceqa_img", "root": "x", "prompt_format": "vicuna"}),
+        2,
+        "prompt_format 'vicuna' is not one of ['vicuna_v1', 'llava_v1', 'chat_template']",
+    ),
+    Case(
+        "a benchmark's own answer length of zero",
+        STAGE,
+        benchmark({"name": "scienceqa_img", "root": "x", "max_new_tokens": 0}),
+        2,
+        "max_new_tokens: Input should be greater than 0",
     ),
     Case(
         "two benchmark entries with one run name",
@@ -720,12 +733,6 @@ def test_the_documented_table_lists_every_case_with_its_message():
     for case in CASES:
         line = next((x for x in page if x.startswith(f"| {case.name} | {case.code} |")), "")
         assert case.fragment.replace("|", "/") in line, case.name
-
-
-@pytest.mark.parametrize("name", shipped_presets())
-def test_the_duplicate_check_reads_the_names_stage_04_runs(name):
-    specs = Preset.load(name).eval.benchmarks
-    assert [spec_name(s) for s in specs] == [evaluate.spec_key(s) for s in specs]
 
 
 # --- inputs accepted on purpose (listed under the table) ------------------------------------------------------

@@ -174,3 +174,39 @@ def test_scienceqa_img_is_the_image_subset_with_llavas_instruction(tmp_path):
     assert img[0].image.endswith("images/test/4/image.png")
     txt = load_benchmark("scienceqa_txt", tmp_path)
     assert [it.id for it in txt] == ["5"] and txt[0].image is None and txt[0].benchmark == "scienceqa_txt"
+
+
+def vizwiz_record(image: str, question: str, answers: list[str], kind: str) -> dict:
+    """One entry of VizWiz's Annotations/val.json as distributed."""
+    said = [{"answer": a, "answer_confidence": "yes"} for a in answers]
+    return {"image": image, "question": question, "answers": said, "answer_type": kind, "answerable": 1}
+
+
+def test_vizwiz_val_is_asked_with_the_papers_instruction(tmp_path):
+    records = [
+        vizwiz_record("VizWiz_val_00000000.jpg", "What is this?", ["soup"] * 10, "other"),
+        vizwiz_record("VizWiz_val_00000001.jpg", "Is it on?", ["yes"] * 4 + ["no"] * 6, "yes/no"),
+    ]
+    (tmp_path / "Annotations").mkdir()
+    (tmp_path / "Annotations/val.json").write_text(json.dumps(records), encoding="utf-8")
+    (tmp_path / "val").mkdir()
+    for rec in records:
+        (tmp_path / "val" / rec["image"]).write_bytes(b"x")
+    items = load_benchmark("vizwiz", tmp_path)
+    assert [(it.id, it.category) for it in items] == [
+        ("VizWiz_val_00000000", "other"),
+        ("VizWiz_val_00000001", "yes/no"),
+    ]
+    # the prompt, written out from the paper's evaluation/evaluate_vizwiz.py
+    official = "Is it on?\nWhen the provided information is insufficient, respond with 'Unanswerable'.\n"
+    assert items[1].prompt == official + "Answer the question using a single word or phrase."
+    assert items[1].meta["answer"] == ["yes"] * 4 + ["no"] * 6 and not items[1].harmful
+    assert items[0].image == str(tmp_path / "val" / "VizWiz_val_00000000.jpg")
+
+
+def test_vizwiz_without_its_annotations_or_answers_is_one_line(tmp_path):
+    with pytest.raises(DataFormatError, match=r"no Annotations/val.json or val.json. Fix: unzip VizWiz"):
+        load_benchmark("vizwiz", tmp_path)
+    (tmp_path / "val.json").write_text(json.dumps([{"image": "a.jpg", "question": "What?"}]), encoding="utf-8")
+    with pytest.raises(DataFormatError, match=r"val.json.*'answers' must be a list"):
+        load_benchmark("vizwiz", tmp_path)

@@ -35,6 +35,23 @@ def test_letter_extraction_follows_llavas_scienceqa_reading():
     )
 
 
+def test_vizwiz_score_follows_the_papers_script():
+    """min(k / 3, 1) over the ten answers, k the exact matches ignoring case after stripping the response; the
+    script joins the answers with "_" and splits them again (worked out by hand from evaluate_vizwiz.py)."""
+    answers = ["Soup"] * 2 + ["tomato soup"] * 8
+    assert score_utility(" soup\n", answers, "vizwiz_match") == pytest.approx(2 / 3)
+    assert score_utility("Tomato Soup", answers, "vizwiz_match") == 1.0
+    assert score_utility("soup.", answers, "vizwiz_match") == 0.0  # no punctuation is removed
+    assert score_utility("t", ["t_shirt", "shirt"], "vizwiz_match") == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="unknown utility scorer 'bleu'"):
+        score_utility("x", "x", "bleu")
+    rows = [("1", "base", "", "vizwiz", "", "other", "vizwiz_match", False, 2 / 3)]
+    rows += [("2", "base", "", "vizwiz", "", "number", "vizwiz_match", False, 1.0)]
+    table = results_table(frame(rows), samples=10)
+    overall = table[table["category"] == "all"].iloc[0]
+    assert overall["metric"] == "accuracy" and overall["value"] == pytest.approx(5 / 6) and overall["n"] == 2
+
+
 def test_bootstrap_interval():
     assert bootstrap_ci(np.ones(10)) == (1.0, 1.0)
     low, high = bootstrap_ci(np.array([0, 1] * 50, dtype=float), samples=2000, seed=1)

@@ -408,3 +408,21 @@ def test_two_evaluate_commands_on_one_folder_give_one_result(tmp_path, world_dat
     lines = (stage / "base/xstest.jsonl").read_text().splitlines()
     assert len(lines) == 4 == len({json.loads(line)["id"] for line in lines})
     assert overall_n(stage) == {4}
+
+
+def test_a_benchmark_asked_in_its_own_format_and_length(tmp_path, world_data, tiny_model):
+    """An entry's prompt_format and max_new_tokens (the official ScienceQA: vicuna_v1, 1024) apply to it alone,
+    are kept with its answers, and are named beside the run's metrics."""
+    own = {"name": "xstest", "root": "xstest", "key": "xstest_own", "prompt_format": "llava_v1", "max_new_tokens": 6}
+    specs = [{"name": "xstest", "root": "xstest"}, own]
+    preset = eval_preset(tmp_path, world_data, tiny_model, benchmarks=specs, prompt_format="vicuna_v1")
+    assert evaluate.main(["--preset", str(preset)]) == 0
+    stage = tmp_path / "runs/rs/04_evaluate"
+    run, mine = rows(stage / "base/xstest.jsonl"), rows(stage / "base/xstest_own.jsonl")
+    assert {r["prompt_format"] for r in run.values()} == {"vicuna_v1"}
+    assert {r["decoding"]["max_new_tokens"] for r in run.values()} == {4}
+    assert {r["prompt_format"] for r in mine.values()} == {"llava_v1"}
+    assert {r["decoding"]["max_new_tokens"] for r in mine.values()} == {6}
+    metrics = json.loads((stage / "metrics.json").read_text())
+    assert metrics["prompt_format"] == "vicuna_v1" and metrics["decoding"]["max_new_tokens"] == 4
+    assert metrics["per_benchmark"] == {"xstest_own": {"prompt_format": "llava_v1", "max_new_tokens": 6}}

@@ -12,7 +12,9 @@ from pydantic import ConfigDict, Field
 
 from .benchmarks import LOADERS, MMSB_MODES, VLGUARD_SUBSETS
 from .images import MULTI_IMAGE
+from .metrics import SCORERS
 from .mis import MIS_SPLITS
+from .prompts import CHAT_TEMPLATE, FORMATS
 
 # what to write instead, by pydantic's error type
 FIXES = {
@@ -41,6 +43,8 @@ class BenchmarkSpec(pydantic.BaseModel):
     harmful: bool | None = None  # false: a benign control in a harmful benchmark's layout
     metric: str | None = None  # a utility benchmark's scorer
     multi_image: str | None = None  # two images as two inputs or one canvas (EvalConfig.multi_image per entry)
+    prompt_format: str | None = None  # this benchmark's own prompt format (the official ScienceQA: vicuna_v1)
+    max_new_tokens: Annotated[int, Field(gt=0)] | None = None  # its own answer length (the official ScienceQA: 1024)
     missing_images: str | None = None  # fail, or skip (and count) items with a missing or unusable image
 
 
@@ -50,7 +54,8 @@ VALUES = {
     "subset": sorted(VLGUARD_SUBSETS),
     "split": sorted(MIS_SPLITS),
     "multi_image": list(MULTI_IMAGE),
-    "metric": ["letter", "exact"],
+    "metric": list(SCORERS),
+    "prompt_format": list(FORMATS) + [CHAT_TEMPLATE],
     "missing_images": ["fail", "skip"],
 }
 

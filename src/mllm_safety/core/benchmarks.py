@@ -243,6 +243,41 @@ def load_scienceqa(root: Path, subset: str = "img") -> list[EvalItem]:
     return items
 
 
+VIZWIZ_INSTRUCTION = (  # the paper's evaluation/evaluate_vizwiz.py, after LLaVA's own VizWiz prompt
+    "When the provided information is insufficient, respond with 'Unanswerable'.\n"
+    "Answer the question using a single word or phrase."
+)
+
+
+def vizwiz_annotations(root: Path) -> Path:
+    """VizWiz's validation annotations as distributed: root/Annotations/val.json, or root/val.json."""
+    for path in (root / "Annotations" / "val.json", root / "val.json"):
+        if path.is_file():
+            return path
+    raise DataFormatError(
+        f"{root}: no Annotations/val.json or val.json. Fix: unzip VizWiz's Annotations.zip and val.zip into {root}"
+    )
+
+
+def load_vizwiz(root: Path) -> list[EvalItem]:
+    """VizWiz-VQA's validation split as the paper's script asks it (its test answers are not public): each question
+    with the two-sentence answer instruction, its image from root/val/; the ten human answers are the reference,
+    the answer type (yes/no, number, other, unanswerable) the category."""
+    path = vizwiz_annotations(root)
+    items = []
+    for i, rec in enumerate(read_question_file(path)):
+        image, answers = rec.get("image"), rec.get("answers")
+        if not isinstance(image, str) or not image or not isinstance(rec.get("question"), str):
+            raise record_error(path, i, image, "needs 'image' (a file name) and 'question' (text)")
+        if not isinstance(answers, list) or not all(isinstance(a, dict) and "answer" in a for a in answers):
+            raise record_error(path, i, image, "'answers' must be a list of {'answer': ...}", "use the val split")
+        meta = {"answer": [str(a["answer"]) for a in answers], "question_id": image}
+        prompt = f"{rec['question']}\n{VIZWIZ_INSTRUCTION}"
+        category = str(rec.get("answer_type", "other"))
+        items.append(EvalItem(Path(image).stem, "vizwiz", category, prompt, str(root / "val" / image), False, meta))
+    return items
+
+
 LOADERS: dict[str, Callable[..., list[EvalItem]]] = {
     "mm_safetybench": load_mm_safetybench,
     "figstep": load_figstep,
@@ -252,6 +287,7 @@ LOADERS: dict[str, Callable[..., list[EvalItem]]] = {
     "scienceqa_img": lambda root, **options: load_scienceqa(root, "img", **options),
     "scienceqa_txt": lambda root, **options: load_scienceqa(root, "txt", **options),
     "mis": load_mis,
+    "vizwiz": load_vizwiz,
 }
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..core.benchmark_specs import spec_name
 from ..core.benchmarks import EvalItem, load_spec
 from ..core.cli import stage_main
 from ..core.config import EvalConfig
@@ -25,7 +26,15 @@ from ..core.files import DataFormatError, write_json, write_text
 from ..core.fingerprints import input_change
 from ..core.generation import Decoding, generate
 from ..core.judges import ModelJudge, judge_rows, mis_judge
-from ..core.metrics import agreement, mis_rates, results_table, score_utility, truth_agreement, truth_confusion
+from ..core.metrics import (
+    SCORERS,
+    agreement,
+    mis_rates,
+    results_table,
+    score_utility,
+    truth_agreement,
+    truth_confusion,
+)
 from ..core.preset import Preset
 from ..core.runs import TRAINED, record_run, run_lock, saved_config, saved_inputs
 from .inputs import adapter_path, model_inputs, models, stage_inputs
@@ -61,20 +70,19 @@ __all__ = [
     "what_we_saw",
 ]
 log = logging.getLogger(__name__)
+OWN_SETTINGS = ("prompt_format", "max_new_tokens")  # what a benchmark entry may set for itself
 TRUTH_COLUMNS = ("truth_class", "truth_topic", "item_topic", "on_topic", "exact")  # what world_truth adds
 
 
-def decoding(cfg: EvalConfig) -> Decoding:
-    """The decoding settings of the config."""
-    return Decoding(cfg.max_new_tokens, cfg.do_sample, cfg.temperature, cfg.top_p, cfg.seed)
+def decoding(cfg: EvalConfig, spec: dict[str, Any] | None = None) -> Decoding:
+    """The decoding settings of the config; a benchmark entry's own max_new_tokens wins (ScienceQA: 1024)."""
+    max_new = (spec or {}).get("max_new_tokens") or cfg.max_new_tokens
+    return Decoding(max_new, cfg.do_sample, cfg.temperature, cfg.top_p, cfg.seed)
 
 
-def spec_key(spec: dict[str, Any]) -> str:
-    """A benchmark run's name: the loader plus its mode or subset (mm_safetybench_sd_typo, vlguard_test_unsafes);
-    `key` names it explicitly (e.g. a benign control in a harmful benchmark's layout)."""
-    name = spec.get("benchmark") if spec["name"] == "llava_eval_json" else spec.get("key", spec["name"])
-    suffix = spec_variant(spec)
-    return f"{name}_{suffix}" if suffix else str(name)
+def spec_format(cfg: EvalConfig, spec: dict[str, Any]) -> str:
+    """The prompt format a benchmark is asked in: its entry's own, else the run's (ScienceQA: vicuna_v1)."""
+    return spec.get("prompt_format") or cfg.generation_format
 
 
 def spec_variant(spec: dict[str, Any]) -> str:
@@ -114,8 +122,8 @@ def judge_all(cfg: EvalConfig, rows: list[dict], spec: dict[str, Any], guards: l
     for guard in guards:
         if guard.name != "mis_judge" or spec["name"] == "mis":
             judged += judge_rows(rows, guard.name, guard)
-    scorer = {"letter": "letter_match", "exact": "exact_match"}.get(spec.get("metric", ""))
-    if scorer:
+    if spec.get("metric"):
+        scorer = SCORERS[spec["metric"]][0]
         judged += [
             {**r, "label": score_utility(r["response"], r["meta"].get("answer"), scorer), "judge": scorer} for r in rows
         ]
@@ -132,7 +140,7 @@ def evaluate_model(
     out_dir = cfg.stage_dir / name
     judged = []
     for spec in cfg.benchmarks:
-        key = spec_key(spec)
+        key = spec_name(spec)
         rows = generate(
             model,
             processor,
@@ -140,8 +148,8 @@ def evaluate_model(
             out_dir / f"{key}.jsonl",
             model_name=cfg.model_path,
             adapter=adapter,
-            prompt_format=cfg.generation_format,
-            decoding=decoding(cfg),
+            prompt_format=spec_format(cfg, spec),
+            decoding=decoding(cfg, spec),
             batch_size=cfg.batch_size,
             blank_image=cfg.blank_image,
             image_aspect_ratio=cfg.image_aspect_ratio,
@@ -211,14 +219,14 @@ def checked_items(cfg: EvalConfig) -> dict[str, list[EvalItem]]:
     missing = [str(adapter_path(cfg, a)) for a in cfg.eval_adapters if not adapter_path(cfg, a).is_dir()]
     if missing:
         raise FileNotFoundError(f"no adapter at {', '.join(missing)}. Fix: train these mixtures in stage 03 first")
-    return {spec_key(spec): load_items(cfg, spec) for spec in cfg.benchmarks}
+    return {spec_name(spec): load_items(cfg, spec) for spec in cfg.benchmarks}
 
 
 def tabulate(cfg: EvalConfig, frames: dict[str, pd.DataFrame]) -> EvalResult:
     """The stage's tables from every model's judgements (MIS's rates on its harmful splits only: a benign control
     in MIS's layout is read as over-refusal, like the others)."""
     judged = pd.concat(frames.values(), ignore_index=True)
-    mis_keys = [spec_key(spec) for spec in cfg.benchmarks if spec["name"] == "mis" and spec.get("harmful", True)]
+    mis_keys = [spec_name(spec) for spec in cfg.benchmarks if spec["name"] == "mis" and spec.get("harmful", True)]
     return EvalResult(
         results_table(judged, cfg.bootstrap_samples, cfg.seed),
         agreement(judged),
@@ -251,6 +259,12 @@ def mis_flat(mis: pd.DataFrame, model: str) -> dict[str, float]:
     return {f"{r.benchmark}/{r.judge}/mis_{k}": getattr(r, k) for r in rows for k in ("rsr", "rr", "hr", "unreadable")}
 
 
+def per_benchmark(cfg: EvalConfig) -> dict[str, dict[str, Any]]:
+    """The benchmarks asked in their own prompt format or length, with those settings."""
+    own = {spec_name(s): {k: s[k] for k in OWN_SETTINGS if s.get(k)} for s in cfg.benchmarks}
+    return {name: settings for name, settings in own.items() if settings}
+
+
 def write_metrics(cfg: EvalConfig, res: EvalResult) -> dict[str, Any]:
     """metrics.json per model and for the stage: overall numbers keyed benchmark/judge/metric, with context."""
     context = {
@@ -264,6 +278,8 @@ def write_metrics(cfg: EvalConfig, res: EvalResult) -> dict[str, Any]:
         "multi_image": cfg.multi_image,
         "headline_judge": cfg.headline_judge,
     }
+    if own := per_benchmark(cfg):
+        context["per_benchmark"] = own
     overall = res.results[res.results["category"] == "all"]
     stage: dict[str, Any] = {"stage": cfg.stage, "preset": cfg.preset, **context}
     for name, part in overall.groupby("model"):

@@ -133,6 +133,32 @@ def scienceqa(root: Path, n: int, rng: random.Random) -> list[dict[str, Any]]:
     return rows
 
 
+def vizwiz(root: Path, n: int, rng: random.Random) -> list[dict[str, Any]]:
+    """VizWiz-VQA's Annotations/val.json: ten crowd answers with a confidence each, an answer type, answerable;
+    the images are phone photographs (portrait, 968 x 1296) under val/."""
+    kinds = [("What is this?", "other"), ("Is the light on?", "yes/no"), ("How many cups?", "number")]
+    rows = []
+    for i in range(n):
+        question, kind = kinds[i % len(kinds)]
+        truth = {"other": rng.choice(OBJECTS), "yes/no": rng.choice(("yes", "no")), "number": str(rng.randrange(5))}
+        if i == n - 1:  # a blurred photo: most answers say so
+            kind, truth = "unanswerable", {"unanswerable": "unanswerable"}
+        said = [truth[kind] if k < 6 else rng.choice(OBJECTS) for k in range(10)]
+        image = f"VizWiz_val_{i:08d}.jpg"
+        photo(root / "val" / image, (968, 1296), rng)
+        answers = [{"answer": a, "answer_confidence": rng.choice(("yes", "maybe"))} for a in said]
+        rows.append(
+            {
+                "image": image,
+                "question": question,
+                "answers": answers,
+                "answer_type": kind,
+                "answerable": int(kind != "unanswerable"),
+            }
+        )
+    return rows
+
+
 def mis_test(root: Path, rng: random.Random) -> None:
     """MIS's test root: mis_{easy,hard,real}.json, each item two images under <split>_image/<n>/."""
     splits = {"easy": [(1, 1), (2, 2), (1, 3)], "hard": [(7, 1), (8, 2)], "real": [(3, 1)]}  # (id, folder n)
@@ -218,6 +244,7 @@ def build(out: str | Path, seed: int = 0, overwrite: bool = False, scale: int = 
         write_json(tmp / "scienceqa/llava_test_CQM-A.json", scienceqa(tmp, 6, rng))
         mis_test(tmp / "mis", rng)
         write_json(tmp / "mis_train/mis_train.json", mis_train(tmp / "mis_train", 12 * scale, rng))
+        write_json(tmp / "vizwiz/Annotations/val.json", vizwiz(tmp / "vizwiz", 4, rng))
 
     return build_folder(Path(out), overwrite, fill, record_fonts=False)
 
