@@ -18,6 +18,7 @@ from mllm_safety.core.files import DataFormatError
 from mllm_safety.core.modeling import add_lora, find_parts, load_model, lora_targets
 from mllm_safety.core.names import official_mix_name
 from mllm_safety.core.preset import Preset
+from mllm_safety.qlora_finetune.data import balanced_micro_batches
 
 MIX = official_mix_name(Preset.load("smoke").mix)  # the mixture that the mini_runs fixture writes
 
@@ -212,6 +213,25 @@ def test_modality_sampler_batches_one_modality_and_is_seeded():
     assert all(len({image[i] for i in order[k : k + 2]}) == 1 for k in range(0, 8, 2))
     assert order == list(train.ModalityLengthSampler(lengths, image, batch=2, seed=1))
     assert order != list(train.ModalityLengthSampler(lengths, image, batch=2, seed=2))
+
+
+def test_the_official_grouping_gives_each_optimizer_step_one_modality():
+    """LLaVA's rule, worked out by hand: steps of micro x accumulation records hold one modality, each step's micro
+    batches balanced by total length (longest first, each to the lightest batch not yet full), and both
+    modalities' last steps (even full ones) together at the end in index order."""
+    image = [True] * 9 + [False] * 6  # 9 image records (2 full steps of 4 + 1), 6 text-only (1 step of 4 + 2)
+    lengths = [10, 9, 2, 1, 8, 8, 3, 3, 5, 7, 6, 5, 4, 3, 2]
+    sampler = train.ModalityLengthSampler(lengths, image, batch=2, seed=0, grouping="step", step_size=4)
+    order = list(sampler)
+    assert sorted(order) == list(range(15)) and order == list(sampler)
+    # full steps: two of the image records (4 + 4 of 9) and one of the text-only ones (4 of 6), in a shuffled order
+    steps = [order[k : k + 4] for k in range(0, 12, 4)]
+    assert all(len({image[i] for i in step}) == 1 for step in steps)
+    assert sorted(image[step[0]] for step in steps) == [False, True, True]
+    last = order[12:]  # the image records' last step (1) and the text-only ones' (2), in index order
+    assert last == sorted(last) and [image[i] for i in last] == [True, False, False]
+    # one step dealt by hand: lengths 10, 9, 2, 1 into two micro batches of two -> [10, 1] and [9, 2]
+    assert balanced_micro_batches([2, 3, 0, 1], lengths, 2) == [0, 3, 1, 2]
 
 
 def test_merge_gives_the_same_outputs_as_the_adapter(tiny_model, world_data, mini_runs, tmp_path):

@@ -192,7 +192,8 @@ class TrainConfig(Seeded):
     global_batch_size: Positive = 128  # micro batch x gradient accumulation x processes
     micro_batch_size: Positive = 16
     gradient_checkpointing: bool = True
-    group_by_modality_length: bool = True
+    group_by_modality_length: bool = True  # false: the Trainer's random order
+    modality_grouping: Literal["step", "micro_batch"] = "step"  # one modality per optimizer step (LLaVA) or micro batch
     save_steps: Positive = 50
     logging_steps: Positive = 1
 

@@ -19,11 +19,6 @@ from ..core.vocabulary import record_images
 
 log = logging.getLogger(__name__)
 
-log = logging.getLogger(__name__)
-
-
-# ----------------------------------------------------------
-
 
 def mixture_path(cfg: TrainConfig, mix: str) -> Path:
     """Where stage 02 wrote the mixture."""
@@ -44,10 +39,24 @@ def encoder_for(cfg: TrainConfig, processor: Any) -> Encoder:
 
 
 class ModalityLengthSampler(Sampler[int]):
-    """Batches of one modality (image or text-only) and similar length, in a seeded random order per epoch."""
+    """Batches of one modality (image or text-only) and similar length, in a seeded random order per epoch.
 
-    def __init__(self, lengths: list[int], has_image: list[bool], batch: int, seed: int):
+    `step` (the official grouping, LLaVA's modality-length sampler): every optimizer step (`step_size` records:
+    micro batch x accumulation x processes) holds one modality, its micro batches balanced by total length; the
+    two modalities' last, partial steps go last, together, in index order. `micro_batch`: each micro batch holds one
+    modality, grouped by length eight micro batches at a time, so one step may hold both (docs/deviations.md)."""
+
+    def __init__(
+        self,
+        lengths: list[int],
+        has_image: list[bool],
+        batch: int,
+        seed: int,
+        grouping: str = "micro_batch",
+        step_size: int = 0,
+    ):
         self.lengths, self.has_image, self.batch, self.seed, self.epoch = lengths, has_image, batch, seed, 0
+        self.grouping, self.step_size = grouping, step_size or batch
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -57,16 +66,60 @@ class ModalityLengthSampler(Sampler[int]):
 
     def __iter__(self):
         rng = random.Random(self.seed * 1000 + self.epoch)
-        chunks = []
-        for modality in (True, False):
-            idx = [i for i, m in enumerate(self.has_image) if m == modality]
-            rng.shuffle(idx)
-            mega = [idx[k : k + self.batch * 8] for k in range(0, len(idx), self.batch * 8)]
-            for group in mega:
-                group.sort(key=lambda i: -self.lengths[i])
-                chunks += [group[k : k + self.batch] for k in range(0, len(group), self.batch)]
-        rng.shuffle(chunks)
-        return iter([i for chunk in chunks for i in chunk])
+        order = per_step_order if self.grouping == "step" else per_micro_batch_order
+        return iter(order(self, rng))
+
+
+def modality_indices(sampler: ModalityLengthSampler, rng: random.Random) -> list[list[int]]:
+    """The image records' and the text-only records' indices, each shuffled."""
+    groups = []
+    for modality in (True, False):
+        idx = [i for i, m in enumerate(sampler.has_image) if m == modality]
+        rng.shuffle(idx)
+        groups.append(idx)
+    return groups
+
+
+def per_micro_batch_order(sampler: ModalityLengthSampler, rng: random.Random) -> list[int]:
+    """Micro batches of one modality, sorted by length within groups of eight, in a shuffled order."""
+    chunks, batch = [], sampler.batch
+    for idx in modality_indices(sampler, rng):
+        for group in [idx[k : k + batch * 8] for k in range(0, len(idx), batch * 8)]:
+            group.sort(key=lambda i: -sampler.lengths[i])
+            chunks += [group[k : k + batch] for k in range(0, len(group), batch)]
+    rng.shuffle(chunks)
+    return [i for chunk in chunks for i in chunk]
+
+
+def balanced_micro_batches(step: list[int], lengths: list[int], batch: int) -> list[int]:
+    """One step's records, longest first, dealt to its micro batches so that their total lengths stay close (each
+    to the lightest batch that is not full); a step that does not divide evenly is dealt round-robin."""
+    step = sorted(step, key=lambda i: -lengths[i])
+    count = max(1, len(step) // batch)
+    if len(step) % count:
+        return [i for k in range(count) for i in step[k::count]]
+    bins: list[list[int]] = [[] for _ in range(count)]
+    totals = [0] * count
+    for i in step:
+        k = min((k for k in range(count) if len(bins[k]) < len(step) // count), key=lambda k: totals[k])
+        bins[k].append(i)
+        totals[k] += lengths[i]
+    return [i for b in bins for i in b]
+
+
+def per_step_order(sampler: ModalityLengthSampler, rng: random.Random) -> list[int]:
+    """Steps of one modality in a shuffled order, then one last step of both modalities' leftovers."""
+    size, steps, tail = sampler.step_size, [], []
+    for idx in modality_indices(sampler, rng):
+        if not idx:
+            continue
+        chunks = [
+            balanced_micro_batches(idx[k : k + size], sampler.lengths, sampler.batch) for k in range(0, len(idx), size)
+        ]
+        steps += chunks[:-1]
+        tail += chunks[-1]
+    rng.shuffle(steps)
+    return [i for step in steps for i in step] + sorted(tail)
 
 
 class MixtureDataset(Dataset):

@@ -17,8 +17,6 @@ from .data import MixtureDataset, ModalityLengthSampler
 
 log = logging.getLogger(__name__)
 
-log = logging.getLogger(__name__)
-
 
 # ---- do: train ------------------------------------------------------------------------------------------------------
 
@@ -67,7 +65,9 @@ def make_trainer(
     """The Trainer of one run: the connector on projector_lr, modality-grouped batches, quiet if asked."""
     quiet = quiet or not inner_bars_enabled()
     args.disable_tqdm = args.disable_tqdm or quiet
-    sampler = ModalityLengthSampler(dataset.lengths, dataset.has_image, cfg.micro_batch_size, cfg.seed)
+    sampler = ModalityLengthSampler(
+        dataset.lengths, dataset.has_image, cfg.micro_batch_size, cfg.seed, cfg.modality_grouping, cfg.global_batch_size
+    )
     trainer = SafetyTrainer(
         model=model,
         args=args,
