@@ -290,3 +290,17 @@ def test_the_image_tag_goes_in_front_as_llavas_training_code_puts_it(processor, 
     )
     front = encode(processor, image_root, record(ANSWER))  # the question written with the tag in front
     assert torch.equal(encode(processor, image_root, rec)["input_ids"], front["input_ids"])
+
+
+def test_a_capped_image_side_follows_llama_factorys_rule():
+    """image_resolution 512 worked out by hand: 1296 x 968 -> factor 512/1296 -> 512 x int(382.4) = 382; nearest
+    neighbour, so no new colour appears; an image within the cap is untouched."""
+    from mllm_safety.core.images import cap_longer_side
+
+    wide = Image.new("RGB", (1296, 968))
+    wide.paste((255, 0, 0), (0, 0, 648, 968))
+    capped = cap_longer_side(wide, 512)
+    assert capped.size == (512, 382) and cap_longer_side(wide.rotate(90, expand=True), 512).size == (382, 512)
+    assert {c for _, c in capped.getcolors()} == {(255, 0, 0), (0, 0, 0)}
+    small = Image.new("RGB", (300, 200))
+    assert cap_longer_side(small, 512) is small and cap_longer_side(wide, 0) is wide

@@ -93,11 +93,25 @@ def open_rgb(path: str | Path) -> Image.Image:
         raise DataFormatError(f"{path}: not a readable image ({e}). Fix: replace or remove the file") from None
 
 
-def load_images(paths: list[str | Path], processor: Any, aspect_ratio: str = "processor") -> list[Image.Image]:
-    """Open each image as RGB; `pad` expands it to a square of the processor's mean colour first."""
+def cap_longer_side(img: Image.Image, max_side: int) -> Image.Image:
+    """LLaMA-Factory's `image_resolution` rule: a longer side above max_side is scaled down to it, the other side
+    by the same factor (truncated to whole pixels), nearest-neighbour; 0 leaves the image as it is."""
+    longest = max(img.size)
+    if not max_side or longest <= max_side:
+        return img
+    factor = max_side / longest
+    size = (max(1, int(img.width * factor)), max(1, int(img.height * factor)))
+    return img.resize(size, resample=Image.Resampling.NEAREST)
+
+
+def load_images(
+    paths: list[str | Path], processor: Any, aspect_ratio: str = "processor", max_side: int = 0
+) -> list[Image.Image]:
+    """Open each image as RGB (its longer side capped at max_side when set); `pad` expands it to a square of the
+    processor's mean colour first."""
     if aspect_ratio not in ASPECT_RATIOS:
         raise ValueError(f"image_aspect_ratio must be one of {ASPECT_RATIOS}, got {aspect_ratio!r}")
-    images = [open_rgb(p) for p in paths]
+    images = [cap_longer_side(open_rgb(p), max_side) for p in paths]
     if aspect_ratio == "pad":
         fill = mean_colour(processor)
         images = [expand_to_square(img, fill) for img in images]

@@ -155,6 +155,7 @@ class Encoder:
     mask_eos_on_rejection: bool = True
     image_aspect_ratio: str = "processor"  # pad: LLaVA-1.5's expand-to-square (core.images)
     eos_rule: str = "per_answer"  # which ends of turn a rejection masks (EOS_RULES)
+    image_max_side: int = 0  # > 0: a longer image side above it is scaled down first (core.images.cap_longer_side)
 
     def segments(self, record: dict[str, Any]) -> Segments:
         """The record rendered as (text, kind) segments."""
@@ -178,7 +179,7 @@ class Encoder:
             for tid, (start, end) in zip(plain["input_ids"], plain["offset_mapping"], strict=True)
         ]
         paths = [Path(self.image_root) / p for p in record_images(record)]
-        images = load_images(paths, self.processor, self.image_aspect_ratio)
+        images = load_images(paths, self.processor, self.image_aspect_ratio, self.image_max_side)
         enc = self.processor(text=[text], images=images or None, return_tensors="pt", add_special_tokens=special)
         ids = enc["input_ids"][0]
         labels = place_labels(plain["input_ids"], plain_labels, ids.tolist())

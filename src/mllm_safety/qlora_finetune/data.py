@@ -35,6 +35,7 @@ def encoder_for(cfg: TrainConfig, processor: Any) -> Encoder:
         cfg.mask_eos_on_rejection,
         cfg.image_aspect_ratio,
         cfg.eos_rule,
+        cfg.image_max_side,
     )
 
 
