@@ -91,7 +91,7 @@ for _entry in (  # the order of stage 05's columns and of the figures' legends
     Benchmark("scienceqa_mini", "utility", "multiple choice (utility)", "utility MC"),
     Benchmark("captions_mini", "utility", "captions (utility)", "utility captions"),
     Benchmark("scienceqa_img", "utility", "", "utility ScienceQA"),
-    Benchmark("vizwiz", "utility", "VizWiz", "utility VizWiz"),
+    Benchmark("vizwiz", "utility", "VizWiz"),  # stage 04's utility table; no stage-05 column yet
     Benchmark("vlguard_test_safe_unsafes", "attack", "VLGuard safe image, unsafe ask"),
 ):
     register(_entry)
