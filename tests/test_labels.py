@@ -176,6 +176,18 @@ def test_collator_pads_right_and_stacks_images(processor, image_root):
     )
 
 
+def test_collator_pads_a_cross_attention_mask_whatever_sample_comes_first():
+    """Mllama's cross-attention mask runs along the tokens (tokens x images x tiles) and a text-only sample has
+    none: with the text-only sample first, the batch still stacks it, zeros where a sample has no image."""
+    text_only = {"input_ids": torch.tensor([5, 6, 7]), "labels": torch.tensor([-100, 6, 7])}
+    image = {"input_ids": torch.tensor([1, 2, 3, 4]), "labels": torch.tensor([-100, -100, 3, 4])}
+    image["cross_attention_mask"] = torch.ones(4, 1, 2, dtype=torch.long)
+    batch = Collator(0)([text_only, image])
+    assert batch["cross_attention_mask"].shape == (2, 4, 1, 2)
+    assert int(batch["cross_attention_mask"][0].sum()) == 0 and int(batch["cross_attention_mask"][1].sum()) == 8
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 0], [1, 2, 3, 4]]
+
+
 def test_show_labels_marks_masked_tokens(processor, image_root):
     s = encode(processor, image_root, record(DEFAULT_REPLY, rejection=True))
     text = show_labels(s["input_ids"], s["labels"], processor.tokenizer, processor.image_token_id)

@@ -263,7 +263,7 @@ class Collator:
     pad_token_id: int
 
     def __call__(self, batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        sequence = set(sequence_keys(batch[0]))
+        sequence = {k for s in batch for k in sequence_keys(s)}  # a text-only first sample lacks the image ones
         per_sample = PER_SAMPLE_KEYS & {k for s in batch for k in s}
         if per_sample:  # these families lay their pixels out one entry per sample too
             per_sample.add("pixel_values")
