@@ -216,3 +216,27 @@ def test_pad_to_square_keeps_the_bottom_line_of_an_sd_typo_image(llava15, tmp_pa
     assert black_share("processor") < 0.005  # the crop removed the bar
     assert black_share("pad") > 0.02  # the bar survives, about its share of the padded square
     assert expand_to_square(image, mean_colour(llava15)).getpixel((0, 0)) == (122, 116, 104)
+
+
+def test_moving_the_tag_changes_exactly_the_tag_after_records_of_the_real_shapes(llava15, tmp_path, monkeypatch):
+    """The real-shaped mix665k (LLaVA-Instruct records ending "...?\\n<image>", as id 000000033471): moving the tag to
+    the front, as LLaVA's preprocess_multimodal does, changes the input ids of those records and of no other."""
+    import json
+
+    from mllm_safety.core import labels
+    from mllm_safety.tools.realshapes import build
+
+    data = build(tmp_path / "real-shapes")
+    records = json.loads((data / "llava/llava_v1_5_mix665k.json").read_text(encoding="utf-8"))
+
+    def ids() -> list[list[int]]:
+        encoder = labels.Encoder(llava15, "llava_v1", data / "llava", 2048)
+        return [encoder.encode(r)["input_ids"].tolist() for r in records]
+
+    moved = ids()
+    monkeypatch.setattr(labels, "image_tags_first", lambda text: text)  # the tag left where the record has it
+    kept = ids()
+    changed = [r["id"] for r, a, b in zip(records, moved, kept, strict=True) if a != b]
+    after = [r["id"] for r in records if r["conversations"][0]["value"].rstrip().endswith("<image>")]
+    assert after and changed == after, (changed, after)
+    print(f"\n{len(changed)} of {len(records)} real-shaped mix665k records change their input ids")
