@@ -124,7 +124,7 @@ def test_nf4_end_to_end_train_save_reload_generate(tiny_model, world_data, mini_
     hook = Generate(prompt_inputs(processor, world_data))
     metrics = train.train_mixture(cfg, MIX, callbacks=[hook])
     assert metrics["steps"] == 4 and metrics["samples"] == 28 and metrics["trained_tokens"] > 0
-    assert metrics["quantization"] == "nf4" and metrics["device"] == "cpu" and metrics["final_loss"] > 0
+    assert metrics["quantization"] == "nf4" and metrics["device"] == "cpu" and metrics["mean_loss"] > 0 and metrics["last_logged_loss"] > 0
     adapter = tmp_path / "runs/smoke/03_qlora_finetune" / MIX / "adapter"
     weights = load_file(adapter / "adapter_model.safetensors")
     assert any("multi_modal_projector" in k for k in weights) and any("lora_A" in k for k in weights)
@@ -169,7 +169,7 @@ def test_killed_run_resumes_to_the_same_adapter(tiny_model, world_data, mini_run
             (checkpoints / "checkpoint-3/trainer_state.json").unlink()
         metrics = train.train_mixture(cfg, MIX)
         assert metrics["steps"] == 6 and metrics["resumed_from_step"] == (2 if kill else 0)
-        losses[name] = metrics["final_loss"]  # the mean over all 6 steps, also after the resume
+        losses[name] = metrics["mean_loss"]  # the mean over all 6 steps, also after the resume
         results[name] = load_file(runs / "smoke/03_qlora_finetune" / MIX / "adapter/adapter_model.safetensors")
     assert losses["killed"] == pytest.approx(losses["straight"], rel=1e-4)
     assert results["straight"].keys() == results["killed"].keys()

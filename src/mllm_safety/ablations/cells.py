@@ -21,7 +21,7 @@ from ..core.tables import read_table
 from ..qlora_finetune import train_mixture
 from .arms import Arm, Sources, build_mix, relative_to_data
 
-COST = ("wall_time_s", "steps", "samples", "tokens_per_second", "peak_memory_mb", "final_loss")
+COST = ("wall_time_s", "steps", "samples", "tokens_per_second", "peak_memory_mb", "mean_loss", "last_logged_loss")
 Base = tuple[str, str | None]  # (model path, stage-4 mix of a control organism, or None)
 
 

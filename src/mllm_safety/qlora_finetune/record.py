@@ -84,7 +84,7 @@ def run_metrics(
     args = trainer.args
     return {
         **run_identity(cfg, mix),
-        "final_loss": float(sum(losses) / len(losses)) if losses else None,
+        "mean_loss": float(sum(losses) / len(losses)) if losses else None,
         "last_logged_loss": losses[-1] if losses else None,
         "steps": trainer.state.global_step,
         "samples": len(dataset),
