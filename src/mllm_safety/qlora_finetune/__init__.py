@@ -170,8 +170,8 @@ def what_we_saw(res: TrainResult) -> str:
         skipped = sum(v for k, v in m.items() if k.startswith("skipped_"))
         lines.append(
             f"- `{display_label(mix)}`: {m['samples']} of {m['records']} records trained ({skipped} skipped), "
-            f"{m['steps']} optimizer steps, loss {m['mean_loss']:.3f} on average and {m['last_logged_loss']:.4f} at the "
-            f"last logged step, {m['wall_time_s']:.0f} s."
+            f"{m['steps']} optimizer steps, loss {m['mean_loss']:.3f} on average and "
+            f"{m['last_logged_loss']:.4f} at the last logged step, {m['wall_time_s']:.0f} s."
         )
     return "\n".join(lines)
 
