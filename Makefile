@@ -75,7 +75,8 @@ format: $(STAMP)  ## apply ruff format and strip notebook outputs
 lab: $(STAMP)  ## JupyterLab at the repository root, opened on the executed notebooks when there are some
 	@if ls runs/$(PRESET)/notebooks/*.ipynb > /dev/null 2>&1; then start=runs/$(PRESET)/notebooks; \
 	else start=notebooks; fi; echo "opening $$start/ (templates: notebooks/, executed copies: runs/$(PRESET)/notebooks/)"; \
-	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/$$start $(LAB_ARGS)
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/$$start \
+		$(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 data: $(STAMP)  ## build the embedded default's world (presets with world: true)
 	$(PY) -m mllm_safety.pipeline data --preset $(PRESET)
