@@ -72,7 +72,7 @@ def category_table(res: EvalResult, benchmark: str = "mm_safetybench_sd_typo", m
 
 def agreement_table(res: EvalResult) -> pd.DataFrame:
     """Mean agreement and Cohen's kappa of every judge pair over benchmarks and models."""
-    return res.agreement.groupby(["judge_a", "judge_b"])[["agreement", "kappa"]].mean().round(3)
+    return res.agreement.groupby(["judge_a", "judge_b"])[["agreement", "kappa"]].mean().round(3) + 0.0  # no "-0.0"
 
 
 def mis_table(res: EvalResult) -> pd.DataFrame:

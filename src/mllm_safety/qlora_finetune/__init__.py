@@ -159,6 +159,9 @@ COST_COLUMNS = [
 def results_table(res: TrainResult) -> pd.DataFrame:
     """One row per trained mixture (short labels): records, samples kept, loss, steps, throughput, memory, time."""
     table = pd.DataFrame(res.runs).T.reindex(columns=COST_COLUMNS).astype(float).round(3)
+    counts = ["records", "samples", "steps", "trained_tokens"]
+    table[counts] = table[counts].astype("Int64")  # counts shown as counts, not 1130.0
+    table[["peak_memory_mb", "wall_time_s"]] = table[["peak_memory_mb", "wall_time_s"]].round(1)
     table.index = [display_label(m) for m in table.index]
     return table.rename_axis("mixture")
 
