@@ -385,10 +385,10 @@ def test_mis_judge_keeps_its_words_and_counts_unreadable_ones(tmp_path):
 
 
 def test_a_preset_names_a_split_and_a_wrong_one_is_refused():
+    from mllm_safety.core.benchmark_specs import spec_name
     from mllm_safety.core.config import EvalConfig
-    from mllm_safety.evaluate import spec_key
 
-    assert spec_key({"name": "mis", "root": "mis_test", "split": "hard"}) == "mis_hard"
+    assert spec_name({"name": "mis", "root": "mis_test", "split": "hard"}) == "mis_hard"
     with pytest.raises(ValueError, match="split 'medium' is not one of"):
         EvalConfig.from_params({"benchmarks": [{"name": "mis", "root": "mis_test", "split": "medium"}]})
 

@@ -88,8 +88,9 @@ def test_world_is_deterministic(world_dir, tmp_path):
 
 
 def test_benign_control_in_the_attack_layout_is_scored_as_over_refusal(world_dir):
+    from mllm_safety.core.benchmark_specs import spec_name
     from mllm_safety.core.config import EvalConfig
-    from mllm_safety.evaluate import load_items, spec_key
+    from mllm_safety.evaluate import load_items
 
     spec = {
         "name": "mm_safetybench",
@@ -100,7 +101,7 @@ def test_benign_control_in_the_attack_layout_is_scored_as_over_refusal(world_dir
     }
     items = load_items(EvalConfig(data_root=str(world_dir)), spec)
     world = json.loads((world_dir / "world.json").read_text())
-    assert spec_key(spec) == "mm_safetybench_benign_typo"
+    assert spec_name(spec) == "mm_safetybench_benign_typo"
     assert items and not any(it.harmful for it in items)
     assert {it.prompt for it in items} == {MMSB_TYPO_Q}
     harmful = load_items(
