@@ -67,8 +67,7 @@ class ModalityLengthSampler(Sampler[int]):
 
     def __iter__(self):
         rng = random.Random(self.seed * 1000 + self.epoch)
-        order = per_step_order if self.grouping == "step" else per_micro_batch_order
-        return iter(order(self, rng))
+        return iter(ORDERS[self.grouping](self, rng))
 
 
 def modality_indices(sampler: ModalityLengthSampler, rng: random.Random) -> list[list[int]]:
@@ -100,9 +99,9 @@ def balanced_micro_batches(step: list[int], lengths: list[int], batch: int) -> l
     if len(step) % count:
         return [i for k in range(count) for i in step[k::count]]
     bins: list[list[int]] = [[] for _ in range(count)]
-    totals = [0] * count
+    totals, size = [0] * count, len(step) // count
     for i in step:
-        k = min((k for k in range(count) if len(bins[k]) < len(step) // count), key=lambda k: totals[k])
+        k = min((k for k in range(count) if len(bins[k]) < size), key=lambda k: totals[k])
         bins[k].append(i)
         totals[k] += lengths[i]
     return [i for b in bins for i in b]
@@ -121,6 +120,9 @@ def per_step_order(sampler: ModalityLengthSampler, rng: random.Random) -> list[i
         tail += chunks[-1]
     rng.shuffle(steps)
     return [i for step in steps for i in step] + sorted(tail)
+
+
+ORDERS = {"step": per_step_order, "micro_batch": per_micro_batch_order}  # TrainConfig.modality_grouping -> order
 
 
 class MixtureDataset(Dataset):
