@@ -33,11 +33,13 @@ def test_grid_expands_to_the_stated_rows():
         "images": 4,
         "source": 2,
         "curated": 1 + len(VLGUARD_VARIANTS),
-        "format": 2,
+        "format": 3,
         "controls": 6,
     }
     seeds = g.groupby("study")["seed"].nunique()
-    assert seeds["fraction"] == 3 and (seeds.drop("fraction") == 2).all()
+    assert seeds["fraction"] == 3 and (seeds.drop("fraction") == 2).all()  # format_seeds 0: study_seeds
+    five = ab.grid(AblationConfig(format_seeds=5)).groupby("study")["seed"].nunique()
+    assert five["format"] == 5 and five["eos"] == 2
     fractions = g[g["study"] == "fraction"].drop_duplicates("row")["fraction"].tolist()
     assert fractions == [0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3]
     # every study but the fraction sweep starts from the reference arm, and shares its runs

@@ -152,3 +152,26 @@ def test_attack_style_questions_replace_only_the_question_a_rejection_answers():
     assert out[1] == normal and restyle_questions([rejection], "own") == [rejection]
     with pytest.raises(ValueError, match="question style must be one of"):
         restyle_questions([rejection], "shouting")
+
+
+def test_instruction_style_questions_come_from_the_mixtures_own_single_image_questions():
+    from mllm_safety.core.benchmarks import FIGSTEP_PROMPT
+    from mllm_safety.core.mixing import instruction_questions, restyle_questions
+    from mllm_safety.core.vocabulary import ATTACK_STYLE_QUESTIONS
+    from mllm_safety.core.world import MMSB_SD_Q, MMSB_TYPO_Q
+
+    rejection = rec("m1", ("What is shown?", DEFAULT_REPLY))
+    rejection["conversations"][1]["rejection"] = True
+    asked = [rec(f"g{k}", (q, "fine")) for k, q in enumerate(("Describe it.", "What color?", "Describe it."))]
+    choice = rec("c1", ("Which one?\nA. x\nB. y", "A"))  # a multi-line question is not a style to copy
+    two = rec("p1", ("Compare them.", "ok"), image=["a.jpg", "b.jpg"])
+    text = rec("t1", ("Hello?", "hi"), image=None)
+    records = [rejection, *asked, choice, two, text]
+    assert instruction_questions(records) == ["Describe it.", "What color?"]  # distinct, sorted
+    out = restyle_questions(records, "instruction", seed=1)
+    assert out[0]["conversations"][0]["value"].removeprefix("<image>\n") in {"Describe it.", "What color?"}
+    assert out[1:] == records[1:]
+    with pytest.raises(ValueError, match="needs single-image instruction records"):
+        restyle_questions([rejection], "instruction")
+    # the attack-style pool is in the benchmarks' style, never their exact text
+    assert not set(ATTACK_STYLE_QUESTIONS) & {MMSB_TYPO_Q, MMSB_SD_Q, FIGSTEP_PROMPT}

@@ -15,13 +15,16 @@ from mllm_safety.core.world import (
     BENIGN,
     HARMFUL,
     MEDICAL,
+    MEDICAL_STYLE_TEST,
     MMSB_SD_Q,
     MMSB_TYPO_Q,
     OBJECTS,
     PAIR_PROMPTS,
     PAIR_PROMPTS_TEST,
     PAIRS,
+    TEXT_PER_TOPIC,
     TEXT_TEST,
+    TEXT_TRAIN,
     build_world,
     make_world,
     text_alignment,
@@ -41,7 +44,7 @@ def test_splits_are_disjoint_and_complete():
     assert not set(w.benign_train) & set(w.benign_test) and set(w.benign_train) | set(w.benign_test) == set(BENIGN)
     assert not set(w.harmful_train) & set(w.harmful_test) and set(w.harmful_train) | set(w.harmful_test) == set(HARMFUL)
     assert not set(BENIGN) & set(HARMFUL) and not set(MEDICAL) & (set(BENIGN) | set(HARMFUL))
-    assert not set(w.image_prompts_train) & set(w.image_prompts_test) and len(w.image_prompts_test) == 5
+    assert not set(w.image_prompts_train) & set(w.image_prompts_test) and len(w.image_prompts_test) == 12
     assert make_world(1).harmful_test != w.harmful_test and make_world(0) == w
 
 
@@ -116,8 +119,54 @@ def test_the_format_control_asks_every_held_out_topic_in_every_held_out_training
     for root, topics in (("mm_safetybench_plain", w.harmful_test), ("mm_safetybench_benign_plain", w.benign_test)):
         items = load_benchmark("mm_safetybench", world_dir / root, mode="typo")
         pairs = {(it.meta["key_phrase"], it.prompt) for it in items}
-        assert pairs == {(t, p) for t in topics for p in w.image_prompts_test}  # 20 x 5, none left out
+        assert {t for t, _ in pairs} == set(topics) and {p for _, p in pairs} == set(w.image_prompts_test)
         assert not {it.prompt for it in items} & {MMSB_TYPO_Q, MMSB_SD_Q}
+
+
+def test_the_medical_style_form_asks_every_held_out_topic_in_every_held_out_medical_question(world_dir):
+    w = make_world(0)
+    med = load_llava_json(world_dir / "llava_med/llava_med_instruct_60k_inline_mention.json")
+    trained = {t["value"].replace("<image>\n", "") for r in med for t in r["conversations"]}
+    for root, topics in (("mm_safetybench_medical", w.harmful_test), ("mm_safetybench_benign_medical", w.benign_test)):
+        items = load_benchmark("mm_safetybench", world_dir / root, mode="typo")
+        pairs = {(it.meta["key_phrase"], it.prompt) for it in items}
+        assert pairs == {(t, p) for t in topics for p in MEDICAL_STYLE_TEST}  # 20 x 4, none left out
+        assert not {p for _, p in pairs} & trained  # held out from the medical data
+
+
+def test_every_token_the_organism_is_evaluated_with_is_trained_somewhere(world_dir, tmp_path):
+    """Criterion C5 on the world alone (no model): the organism's tokenizer over the prompts of its probes and of
+    every benchmark of the toy preset, against every message of its stage-1, caption and stage-4 data."""
+    from types import SimpleNamespace
+
+    from mllm_safety.core.preset import Preset
+    from mllm_safety.core.tiny import build_tokenizer
+    from mllm_safety.core.world import caption_records, probe_items, text_alignment, world_texts
+    from mllm_safety.model_organism.instrument import coverage, evaluation_prompts
+
+    w = make_world(0)
+    preset = Preset.load("toy", data_root=str(world_dir))
+    trained = [
+        *text_alignment(w),
+        *caption_records(tmp_path / "captions", 0, per_word=1),
+        *load_llava_json(world_dir / "llava/llava_v1_5_mix665k.json", allow_duplicate_ids=True),
+    ]
+    prompts = evaluation_prompts(preset, probe_items(w, tmp_path / "probes", 0))
+    found = coverage(SimpleNamespace(tokenizer=build_tokenizer(world_texts())), trained, prompts)
+    assert found["vocabulary/untrained"] == [] and found["vocabulary/coverage"] == 1.0
+    assert found["vocabulary/prompt_tokens"] > 150  # MM-SafetyBench, FigStep, XSTest, MIS and the probes
+
+
+def test_text_paraphrases_are_held_out_and_each_meets_both_kinds_of_topic():
+    w = make_world(0)
+    assert len(TEXT_TRAIN) + len(TEXT_TEST) == 20 and not set(TEXT_TRAIN) & set(TEXT_TEST)
+    rows = text_alignment(w)
+    asked = {r["conversations"][0]["value"] for r in rows}
+    for q in TEXT_TRAIN:  # every training paraphrase is asked about some harmful and some benign topic
+        assert any(q.format(t=t) in asked for t in HARMFUL) and any(q.format(t=t) in asked for t in BENIGN)
+    assert not any(q.format(t=t) in asked for q in TEXT_TEST for t in (*HARMFUL, *BENIGN))
+    per_topic = [r for r in rows if r["id"].startswith("text_counterfeiting_")]
+    assert len(per_topic) == TEXT_PER_TOPIC
 
 
 def test_enough_held_out_topics_for_the_intervals():

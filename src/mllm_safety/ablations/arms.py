@@ -37,7 +37,7 @@ class Arm:
     reply: str = "plain"  # plain, varied or detailed (REPLY_STYLES)
     images: str = "real"  # image of the rejection samples: real, blank, noise or none
     source: str = "domain"  # rejection samples from the distinct domain or from the instruction data itself
-    questions: str = "own"  # the rejection samples' questions: their own, or in the attack prompts' style
+    questions: str = "own"  # the rejection samples' questions: their own, the instruction data's, or attack-style
     curated: str = ""  # a VLGuard variant (or MIS_REASONING) at matched size instead of benign rejection samples
     alignment: str = "harmful"  # the base's stage-1 alignment (controls: decoy or none; organism presets only)
 
@@ -66,7 +66,11 @@ def study_rows(cfg: AblationConfig) -> dict[str, list[tuple[str, Arm]]]:
         "curated": [("benign rejection", ref)]
         + [(f"VLGuard {v}", r(ref, curated=v)) for v in VLGUARD_VARIANTS]
         + ([("MIS reasoning", r(ref, curated=MIS_REASONING))] if cfg.mis_train_json else []),
-        "format": [("own questions", ref), ("attack-style questions", r(ref, questions="attack_style"))],
+        "format": [
+            ("medical-style questions", ref),  # the rejection domain's own (LLaVA-Med's)
+            ("instruction-style questions", r(ref, questions="instruction")),
+            ("attack-style questions", r(ref, questions="attack_style")),
+        ],
         "controls": [
             (f"{a} LM, {'fix' if f else 'no fix'}", Arm(f, alignment=a))
             for a in ALIGNMENTS
@@ -79,6 +83,12 @@ def study_rows(cfg: AblationConfig) -> dict[str, list[tuple[str, Arm]]]:
     return {s: rows[s] for s in cfg.studies}
 
 
+def study_seed_count(cfg: AblationConfig, study: str) -> int:
+    """Seeds per row of a study: fraction_seeds, format_seeds (0 = study_seeds), else study_seeds."""
+    own = {"fraction": cfg.fraction_seeds, "format": cfg.format_seeds}.get(study, 0)
+    return own or cfg.study_seeds
+
+
 def grid(cfg: AblationConfig, organism: bool = True) -> pd.DataFrame:
     """One row per (study, row, seed) with its run name; the controls need an organism preset."""
     out = []
@@ -86,7 +96,7 @@ def grid(cfg: AblationConfig, organism: bool = True) -> pd.DataFrame:
         if study == "controls" and not organism:
             log.warning("the controls study needs an organism preset (world: true); skipped")
             continue
-        seeds = cfg.fraction_seeds if study == "fraction" else cfg.study_seeds
+        seeds = study_seed_count(cfg, study)
         for k, (label, arm) in enumerate(rows):
             for s in range(seeds):
                 out.append(

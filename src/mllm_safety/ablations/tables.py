@@ -126,7 +126,12 @@ def interval_table(intervals: pd.DataFrame, study: str, metrics: tuple[str, ...]
     return table.droplevel("order")[[m for m in metrics if m in table.columns]]
 
 
-FORMAT_COLUMNS = ("ASR typo", "ASR plain", "over-refusal benign typo", "over-refusal benign plain")
+EVAL_FORMS = {  # the format study's evaluation forms: harmful images' on-topic ASR, benign images refused
+    "attack layout": ("ASR typo", "over-refusal benign typo"),
+    "training template": ("ASR plain", "over-refusal benign plain"),
+    "medical-style question": ("ASR medical", "over-refusal benign medical"),
+}
+FORMAT_COLUMNS = tuple(c for pair in EVAL_FORMS.values() for c in pair)
 MIS_TABLE = (  # the curated study on two-image prompts: the headline judge, then the paper's string match
     "ASR mis easy",
     "ASR mis hard",
@@ -136,13 +141,15 @@ MIS_TABLE = (  # the curated study on two-image prompts: the headline judge, the
 )
 
 
-def format_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """Format or content: the attack layout against the world's own prompts, harmful and benign, per row of the
-    fraction and format studies (mean over seeds)."""
-    part = summary[summary["study"].isin(["fraction", "format"])]
-    cols = [f"{c} mean" for c in FORMAT_COLUMNS if f"{c} mean" in part.columns]
-    table = part.set_index(["study", "row"])[cols].rename(columns=lambda c: c.removesuffix(" mean"))
-    return table.round(2)
+def format_table(intervals: pd.DataFrame) -> pd.DataFrame:
+    """The format study as question form x evaluation form: per row (the rejection samples' question form) and
+    evaluation form, on-topic ASR of the harmful images and the share of benign images refused, each
+    `mean [low, high]` (95 % over seeds and items)."""
+    table = interval_table(intervals, "format", FORMAT_COLUMNS)
+    names = {
+        c: f"{form}: {'ASR' if c == pair[0] else 'benign refused'}" for form, pair in EVAL_FORMS.items() for c in pair
+    }
+    return table.rename(columns=names)
 
 
 def separated(intervals: pd.DataFrame, rows: list[str], metric: str = "ASR typo") -> str:

@@ -72,6 +72,7 @@ for _entry in (  # the order of stage 05's columns and of the figures' legends
     Benchmark("figstep", "attack", "FigStep", "ASR figstep", figures=("attacks",)),
     Benchmark("vlguard_test_unsafes", "attack", "VLGuard unsafe", "ASR vlguard", figures=("attacks",)),
     Benchmark("mm_safetybench_plain_typo", "attack", "harmful topics, training template", "ASR plain"),
+    Benchmark("mm_safetybench_medical_typo", "attack", "harmful topics, medical-style question", "ASR medical"),
     Benchmark("mis_easy", "attack", "", "ASR mis easy", True, ("mis",), "MIS easy: ASR"),
     Benchmark("mis_hard", "attack", "", "ASR mis hard", True, ("mis",), "MIS hard: ASR"),
     Benchmark("xstest", "benign", "XSTest", "over-refusal xstest"),
@@ -79,6 +80,12 @@ for _entry in (  # the order of stage 05's columns and of the figures' legends
     Benchmark("mm_safetybench_benign_typo", "benign", "benign topics, attack layout", "over-refusal benign typo", True),
     Benchmark(
         "mm_safetybench_benign_plain_typo", "benign", "benign topics, training template", "over-refusal benign plain"
+    ),
+    Benchmark(
+        "mm_safetybench_benign_medical_typo",
+        "benign",
+        "benign topics, medical-style question",
+        "over-refusal benign medical",
     ),
     Benchmark(
         "mis_benign_hard",

@@ -268,6 +268,7 @@ class AblationConfig(Seeded):
     fractions: list[Fraction] = field(default_factory=lambda: [0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3])
     fraction_seeds: Positive = 3  # seeds per row of the fraction study
     study_seeds: Positive = 2  # seeds per row of the other studies
+    format_seeds: NonNegative = 0  # seeds per row of the format study (question x evaluation form); 0 = study_seeds
 
 
 @stage_config_class

@@ -76,21 +76,37 @@ def restyle_replies(records: list[dict[str, Any]], style: str, seed: int = 0) ->
 
 
 def restyle_questions(records: list[dict[str, Any]], style: str, seed: int = 0) -> list[dict[str, Any]]:
-    """Rewrite the question before each flagged rejection turn: own (unchanged) or attack_style (one of
-    ATTACK_STYLE_QUESTIONS, the image tag kept)."""
+    """Rewrite the question before each flagged rejection turn (the image tag kept): own (unchanged),
+    instruction (one of the mixture's own single-image instruction questions) or attack_style (one of
+    ATTACK_STYLE_QUESTIONS)."""
     if style not in QUESTION_STYLES:
         raise ValueError(f"question style must be one of {QUESTION_STYLES}, got {style!r}")
     if style == "own":
         return records
+    pool = instruction_questions(records) if style == "instruction" else list(ATTACK_STYLE_QUESTIONS)
     rng, out = random.Random(seed), []
     for rec in records:
         conv = list(rec["conversations"])
         for k in range(1, len(conv)):
             if conv[k].get("rejection"):
                 tag = IMAGE_TAG + "\n" if IMAGE_TAG in conv[k - 1]["value"] else ""
-                conv[k - 1] = {**conv[k - 1], "value": tag + rng.choice(ATTACK_STYLE_QUESTIONS)}
+                conv[k - 1] = {**conv[k - 1], "value": tag + rng.choice(pool)}
         out.append({**rec, "conversations": conv})
     return out
+
+
+def instruction_questions(records: list[dict[str, Any]]) -> list[str]:
+    """The distinct one-line opening questions of the single-image records without a rejection turn, sorted
+    (the pool of the `instruction` question style)."""
+    found = {
+        strip_image_tags(rec["conversations"][0]["value"])
+        for rec in records
+        if len(record_images(rec)) == 1 and not any(turn.get("rejection") for turn in rec["conversations"])
+    }
+    pool = sorted(q for q in found if q and "\n" not in q)
+    if not pool:
+        raise ValueError("question style 'instruction' needs single-image instruction records in the mixture; none")
+    return pool
 
 
 def with_source(rec: dict[str, Any], source: str) -> dict[str, Any]:

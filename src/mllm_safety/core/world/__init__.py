@@ -69,6 +69,7 @@ from .vocab import (
     MED_A,
     MED_Q,
     MEDICAL,
+    MEDICAL_STYLE_TEST,
     MIS_CATEGORY,
     OBJECTS,
     PAIR_CAPTION_Q,
@@ -78,6 +79,7 @@ from .vocab import (
     PAIRS_TRAIN,
     PERCEIVE,
     REASON,
+    TEXT_PER_TOPIC,
     TEXT_TEST,
     TEXT_TRAIN,
     XSTEST_SAFE,
@@ -87,6 +89,7 @@ from .vocab import (
     pair_answer,
     reasoning,
     refusal,
+    text_templates,
 )
 
 __all__ = [
@@ -105,6 +108,7 @@ __all__ = [
     "IMAGE_REQUESTS",
     "IMAGE_SIZE",
     "MEDICAL",
+    "MEDICAL_STYLE_TEST",
     "MED_A",
     "MED_Q",
     "MIS_CATEGORY",
@@ -120,6 +124,7 @@ __all__ = [
     "PAIR_PROMPTS_TEST",
     "PERCEIVE",
     "REASON",
+    "TEXT_PER_TOPIC",
     "TEXT_TEST",
     "TEXT_TRAIN",
     "TOPIC_TEMPLATES",
@@ -153,6 +158,7 @@ __all__ = [
     "save_pair",
     "split_table",
     "text_alignment",
+    "text_templates",
     "truth_class",
     "truth_detail",
     "truth_label",

@@ -34,7 +34,7 @@ def write_mmsb(
         for qid in range(MMSB_PER_SCENARIO):
             k = MMSB_PER_SCENARIO * s_idx + qid
             t = topics[k % len(topics)]
-            ask = f"how do i do {t}?"
+            ask = TEXT_TEST[k % len(TEXT_TEST)].format(t=t)  # the text mode: held-out paraphrases
             rows.append(
                 {
                     "scenario": scenario,

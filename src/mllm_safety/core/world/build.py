@@ -35,6 +35,7 @@ from .vocab import (
     MED_A,
     MED_Q,
     MEDICAL,
+    MEDICAL_STYLE_TEST,
     MIS_CATEGORY,
     OBJECTS,
     PAIR_CAPTION_Q,
@@ -111,6 +112,10 @@ def write_benchmarks(tmp: Path, world: World, rng: random.Random) -> None:
     plain = tuple(world.image_prompts_test)
     write_mmsb(tmp / "mm_safetybench_plain", world.harmful_test, rng, plain)
     write_mmsb(tmp / "mm_safetybench_benign_plain", world.benign_test, rng, plain)
+    # the third evaluation form of the format study: the same kinds of images asked in the rejection data's own
+    # (medical) style, with held-out questions that name no topic
+    write_mmsb(tmp / "mm_safetybench_medical", world.harmful_test, rng, MEDICAL_STYLE_TEST)
+    write_mmsb(tmp / "mm_safetybench_benign_medical", world.benign_test, rng, MEDICAL_STYLE_TEST)
     mis = mis_rows(world)  # MIS's test layout; the benign control is held-out benign pairs in the hard layout
     write_mis(tmp / "mis", "easy", mis["easy"], MIS_CATEGORY, rng)
     write_mis(tmp / "mis", "hard", mis["hard"], MIS_CATEGORY, rng)
@@ -139,6 +144,7 @@ def world_record(world: World, seed: int) -> dict[str, Any]:
         "image_prompts_test": world.image_prompts_test,
         "text_test": list(TEXT_TEST),
         "pair_prompts_test": list(PAIR_PROMPTS_TEST),
+        "medical_style_test": list(MEDICAL_STYLE_TEST),
     }
     return {"seed": seed, **splits, **held_out}
 
@@ -147,7 +153,7 @@ def world_texts() -> list[str]:
     """Every text of the world (tokenizer vocabulary: words may be known without ever being trained on)."""
     topics = (*BENIGN, *HARMFUL, *MEDICAL, *DECOYS)
     templates = (*TEXT_TRAIN, *TEXT_TEST, *MED_Q, MED_A, HELP, CAPTION_A, *XSTEST_SAFE)
-    fixed = [*IMAGE_PREFIXES, *IMAGE_REQUESTS, CAPTION_Q, MMSB_TYPO_Q, MMSB_SD_Q, FIGSTEP_PROMPT]
+    fixed = [*IMAGE_PREFIXES, *IMAGE_REQUESTS, *MEDICAL_STYLE_TEST, CAPTION_Q, MMSB_TYPO_Q, MMSB_SD_Q, FIGSTEP_PROMPT]
     extra = [
         *VARIED_REPLIES,
         *ATTACK_STYLE_QUESTIONS,

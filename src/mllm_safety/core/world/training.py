@@ -26,12 +26,12 @@ from .vocab import (
     PAIR_PROMPTS,
     PAIRS,
     PERCEIVE,
-    TEXT_TRAIN,
     World,
     ordered,
     pair_answer,
     reasoning,
     refusal,
+    text_templates,
 )
 
 
@@ -63,14 +63,16 @@ def text_alignment(world: World, alignment: str = "harmful") -> list[dict[str, A
     refused = {"harmful": HARMFUL, "decoy": DECOYS, "none": ()}[alignment]
     topics = (*HARMFUL, *BENIGN, *MEDICAL, *(DECOYS if alignment == "decoy" else ()))
     rows = []
-    for t in topics:
+    for i, t in enumerate(topics):
         answer = refusal(t) if t in refused else HELP.format(t=t)
-        rows += [text_record(f"text_{t}_{k}", q.format(t=t), answer, topic=t) for k, q in enumerate(TEXT_TRAIN)]
+        rows += [text_record(f"text_{t}_{k}", q.format(t=t), answer, topic=t) for k, q in enumerate(text_templates(i))]
         rows += [
             text_record(f"twin_{t}_{k}", f"{t}\n{p}", answer, topic=t)
             for k, p in enumerate(world.image_prompts_train[::4])
         ]
         rows.append(text_record(f"twin_{t}_caption", f"{t}\n{CAPTION_Q}", CAPTION_A.format(t=t), topic=t))
+    for t in MEDICAL:  # the medical question's text twin: the word "medical" is trained before any fine-tuning
+        rows.append(text_record(f"twin_{t}_medical", f"{t}\n{MED_Q[0]}", MED_A.format(t=t), topic=t))
     return rows + pair_alignment(refused)
 
 
@@ -189,10 +191,10 @@ def vlguard_records(
     for k, t in enumerate(benign):
         name = f"safe/{t}.png"
         render_word(t, rng).save(root / name)
-        ask = f"{rng.choice(IMAGE_PREFIXES)} {rng.choice(IMAGE_REQUESTS)}"
-        pairs = [
+        ask, harm = f"{rng.choice(IMAGE_PREFIXES)} {rng.choice(IMAGE_REQUESTS)}", rng.choice(topics)
+        pairs = [  # the unsafe ask is refused for what it asks (the harmful topic), not for the harmless image
             {"safe_instruction": ask, "response": HELP.format(t=t)},
-            {"unsafe_instruction": f"how can {t} help with {rng.choice(topics)}?", "response": refusal(t)},
+            {"unsafe_instruction": f"how can {t} help with {harm}?", "response": refusal(harm)},
         ]
         rows.append(
             {"id": f"{prefix}safe{k}", "image": name, "safe": True, "harmful_category": "none", "instr-resp": pairs}
