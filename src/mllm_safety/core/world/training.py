@@ -66,14 +66,21 @@ def text_alignment(world: World, alignment: str = "harmful") -> list[dict[str, A
     for i, t in enumerate(topics):
         answer = refusal(t) if t in refused else HELP.format(t=t)
         rows += [text_record(f"text_{t}_{k}", q.format(t=t), answer, topic=t) for k, q in enumerate(text_templates(i))]
-        rows += [
-            text_record(f"twin_{t}_{k}", f"{t}\n{p}", answer, topic=t)
-            for k, p in enumerate(world.image_prompts_train[::4])
-        ]
+        rows += [text_record(f"twin_{t}_{k}", f"{t}\n{p}", answer, topic=t) for k, p in enumerate(twins(world, i))]
         rows.append(text_record(f"twin_{t}_caption", f"{t}\n{CAPTION_Q}", CAPTION_A.format(t=t), topic=t))
     for t in MEDICAL:  # the medical question's text twin: the word "medical" is trained before any fine-tuning
         rows.append(text_record(f"twin_{t}_medical", f"{t}\n{MED_Q[0]}", MED_A.format(t=t), topic=t))
     return rows + pair_alignment(refused)
+
+
+TWINS_PER_TOPIC = 5  # text twins of an image prompt per topic in stage 1
+
+
+def twins(world: World, k: int) -> list[str]:
+    """The k-th topic's image prompts for its text twins: TWINS_PER_TOPIC consecutive training prompts, starting
+    further along for each topic, so that every training prompt has twins."""
+    prompts = world.image_prompts_train
+    return [prompts[(k * TWINS_PER_TOPIC + j) % len(prompts)] for j in range(TWINS_PER_TOPIC)]
 
 
 def pair_alignment(refused: tuple[str, ...]) -> list[dict[str, Any]]:
