@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,20 @@ def test_same_seed_and_threads_give_the_same_organism(built, tmp_path):
     )
     first, second = (load_file(next(Path(c.model_path).glob("*.safetensors"))) for c in (cfg, again))
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_the_vision_objective_reads_the_mean_token_or_every_token():
+    import torch
+
+    from mllm_safety.model_organism.training import vision_loss
+
+    head = torch.nn.Linear(2, 3, bias=False)
+    head.weight.data = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+    labels = torch.tensor([0])
+    # two tokens: one says word 0 strongly, one says word 1; their mean says neither more than the other
+    features = torch.tensor([[[2.0, 0.0], [0.0, 2.0]]])
+    mean = vision_loss(head, features, labels, "mean")  # logits (1, 1, 0): -log(e / (2e + 1))
+    assert mean.item() == pytest.approx(-math.log(math.e / (2 * math.e + 1)), abs=1e-6)
+    every = vision_loss(head, features, labels, "every_token")  # token 1 right, token 2 wrong: their mean loss
+    right, wrong = -math.log(math.exp(2) / (math.exp(2) + 2)), -math.log(1 / (math.exp(2) + 2))
+    assert every.item() == pytest.approx((right + wrong) / 2, abs=1e-6)

@@ -141,13 +141,22 @@ def train_vision(model: Any, processor: Any, cfg: OrganismConfig) -> list[float]
         labels = [rng.randrange(len(words)) for _ in range(cfg.organism_batch)]
         imgs = [rng.choices(renders, weights=(3, 1, 1))[0](words[i]) for i in labels]
         pixels = processor.image_processor(imgs, return_tensors="pt")["pixel_values"]
-        loss = torch.nn.functional.cross_entropy(head(patch_features(model, pixels).mean(dim=1)), torch.tensor(labels))
+        loss = vision_loss(head, patch_features(model, pixels), torch.tensor(labels), cfg.vision_readout)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         losses.append(float(loss.detach()))
     only_train(model, ())
     return losses
+
+
+def vision_loss(head: torch.nn.Module, features: torch.Tensor, labels: torch.Tensor, readout: str) -> torch.Tensor:
+    """Cross-entropy of the word named from the patch tokens (batch x tokens x width): from their mean (`mean`),
+    or from every token on its own (`every_token`: each of the tokens the language model receives carries it)."""
+    if readout == "mean":
+        return torch.nn.functional.cross_entropy(head(features.mean(dim=1)), labels)
+    logits = head(features)  # batch x tokens x words
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.repeat_interleave(features.shape[1]))
 
 
 # --- measuring ---------------------------------------------------------------------------------------------
