@@ -8,12 +8,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REPO
 
 from mllm_safety import figures as plots
 from mllm_safety.ablations import grid, run_table, study_summary
 from mllm_safety.core.config import AblationConfig
 from mllm_safety.core.metrics import RESULT_COLUMNS
+from mllm_safety.core.plots import plot_loss_curves, style
 from mllm_safety.core.tables import read_table
+from mllm_safety.figures.draw import REFERENCES, plot_category_heatmap
 
 BENCHES = [
     ("mm_safetybench_typo", "typo"),
@@ -177,7 +180,8 @@ def test_asr_vs_fraction_draws_one_line_per_attack(metrics_dir):
     intervals = read_table(metrics_dir / "05_ablations/intervals.csv")
     ax = plots.plot_asr_vs_fraction(results, studies, runs, intervals).axes[0]
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels == list(plots.attack_labels().values())
+    assert labels[: len(plots.attack_labels())] == list(plots.attack_labels().values())
+    assert labels[len(plots.attack_labels()) :] == [label for *_, label in REFERENCES]  # the reference lines
     assert "2 seeds" in ax.get_title() and "%" in ax.get_xlabel()
     assert len(ax.collections) == len(plots.attack_labels())  # one seed-and-item band per attack
 
@@ -290,3 +294,151 @@ def test_a_benchmark_added_to_the_catalogue_reaches_the_tables_and_a_figure(metr
     ax = plots.plot_asr_vs_fraction(results, studies, runs, intervals).axes[0]
     assert "Fake attack" in [t.get_text() for t in ax.get_legend().get_texts()]
     assert catalogue.benchmark_label("fake_attack") == "Fake attack"
+
+
+# --- what a reader sees: legends beside the data, every line visible, axes fitted, labels not ids -------------
+
+
+def drawn(fig):
+    """The figure drawn on an Agg canvas (display coordinates become final), and its renderer."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return canvas.get_renderer()
+
+
+def data_boxes(ax, renderer) -> list:
+    """Display-space boxes of the axes' data: every plotted point (lines, scatter points) and every bar."""
+    from matplotlib.collections import PathCollection
+    from matplotlib.transforms import Bbox
+
+    boxes = []
+    for line in ax.get_lines():
+        xy = line.get_transform().transform(np.asarray(line.get_xydata(), dtype=float))
+        boxes += [Bbox.from_bounds(x - 1, y - 1, 2, 2) for x, y in xy if np.isfinite([x, y]).all()]
+    for c in ax.collections:
+        if isinstance(c, PathCollection) and len(c.get_offsets()):
+            xy = c.get_offset_transform().transform(c.get_offsets())
+            boxes += [Bbox.from_bounds(x - 1, y - 1, 2, 2) for x, y in xy]
+    boxes += [p.get_window_extent(renderer) for p in ax.patches if p.get_height() != 0 or p.get_width() != 0]
+    return [b for b in boxes if b.overlaps(ax.get_window_extent(renderer))]  # what is clipped is not drawn
+
+
+def legend_overlaps(fig) -> list[str]:
+    """'axes k: n data points under the legend' for every legend that covers data (empty: none does)."""
+    renderer = drawn(fig)
+    found = []
+    for k, ax in enumerate(fig.axes):
+        legend = ax.get_legend()
+        if legend is None:
+            continue
+        box = legend.get_window_extent(renderer)
+        covered = [b for b in data_boxes(ax, renderer) if b.overlaps(box)]
+        if covered:
+            found.append(f"axes {k}: {len(covered)} data points under the legend")
+    return found
+
+
+def test_no_legend_covers_data(metrics_dir):
+    style()
+    for name, make in plots.figure_makers(metrics_dir).items():
+        assert legend_overlaps(make()) == [], name
+
+
+def test_the_overlap_check_sees_a_legend_over_data():
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(3, 2))
+    ax = fig.subplots()
+    for k in range(4):
+        ax.plot(np.linspace(0, 1, 40), np.full(40, 0.9 - 0.02 * k), label=f"line {k}")
+    ax.legend(loc="upper right")
+    assert legend_overlaps(fig)
+
+
+def test_lines_with_equal_values_all_show(metrics_dir):
+    """FigStep and MM-SafetyBench text both at 0 (and VLGuard and TYPO both at 1): each line still shows."""
+    results = read_table(metrics_dir / "05_ablations/results.csv")
+    results.loc[results["benchmark"].isin(["figstep", "mm_safetybench_text"]), "value"] = 0.0
+    results.loc[results["benchmark"].isin(["vlguard_test_unsafes", "mm_safetybench_typo"]), "value"] = 1.0
+    studies = read_table(metrics_dir / "05_ablations/studies.csv")
+    runs = read_table(metrics_dir / "05_ablations/runs.csv")
+    intervals = read_table(metrics_dir / "05_ablations/intervals.csv")
+    fig = plots.plot_asr_vs_fraction(results, studies, runs, intervals)
+    drawn(fig)
+    lines = [ln for ln in fig.axes[0].get_lines() if not ln.get_label().startswith("_")]
+    xy = [ln.get_transform().transform(np.asarray(ln.get_xydata(), dtype=float)) for ln in lines]
+    assert len({ln.get_marker() for ln in lines}) == len(lines)  # a marker each
+    for i in range(len(xy)):
+        for j in range(i + 1, len(xy)):
+            assert np.abs(xy[i] - xy[j]).max() >= 2, (lines[i].get_label(), lines[j].get_label())  # pixels
+    assert legend_overlaps(fig) == []
+
+
+def test_the_tradeoff_axes_stop_near_the_data(metrics_dir):
+    results = read_table(metrics_dir / "05_ablations/results.csv")
+    results["value"] *= 0.37  # over-refusal and ASR both below 0.37
+    studies = read_table(metrics_dir / "05_ablations/studies.csv")
+    ax = plots.plot_tradeoff(results, studies).axes[0]
+    assert ax.get_xlim()[1] < 0.45 and ax.get_ylim()[1] < 0.45
+    assert ax.get_xlim()[0] <= 0 and ax.get_ylim()[0] <= 0
+
+
+def test_training_curves_use_display_labels_and_an_axis_each():
+    steps = list(range(1, 11))
+    histories = {
+        "frac_10pct": pd.DataFrame({"step": steps, "loss": [2.0 / s for s in steps]}),
+        "vlguard_multi_turn": pd.DataFrame({"step": steps, "loss": [1e-3 / s for s in steps]}),
+        "8_llava_med_instruct_60k_inline_mention_20_llava_v1_5_mix665k": pd.DataFrame({"step": steps, "loss": steps}),
+    }
+    fig = plot_loss_curves(histories)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == ["rejection 10 %", "VLGuard", "rejection 28.6 % (official mix)"]
+    flat = fig.axes[1]
+    assert flat.get_ylim()[1] < 0.01  # the curve near 0 fills its own panel
+    assert not any("_" in t for t in titles)
+
+
+def test_the_category_heatmap_says_what_a_cell_holds(metrics_dir):
+    results = read_table(metrics_dir / "05_ablations/results.csv")
+    runs = read_table(metrics_dir / "05_ablations/runs.csv")
+    refs = plots.reference_runs(runs)
+    ax = plot_category_heatmap(results, refs, min_n=10).axes[0]
+    assert "mean over" in ax.get_xlabel() and "runs" in ax.get_xlabel()
+    assert "12 items per run" in ax.get_ylabel()
+    assert "n=10 items each" not in ax.get_ylabel()
+    empty = plot_category_heatmap(results, refs, min_n=100).axes[0]
+    assert "no scenario" in empty.texts[0].get_text()
+
+
+def test_the_readme_results_table_is_made_from_the_file_it_cites(tmp_path):
+    """docs/make_readme_results.py fills the README's block from runs/<preset>/04_evaluate/results.csv, names that
+    file, and keeps the models in the README's order with the paper's own mixture among them."""
+    import importlib.util
+
+    from mllm_safety.core.names import official_mix_name
+    from mllm_safety.core.preset import Preset
+
+    spec = importlib.util.spec_from_file_location("make_readme_results", REPO / "docs/make_readme_results.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    official = official_mix_name(Preset.load("toy").mix)
+    rows = [
+        {"model": m, "benchmark": b, "category": "all", "judge": "world_truth", "metric": k, "value": v, "n": 130}
+        | {"ci_low": v / 2, "ci_high": (1 + v) / 2, "mode": "", "adapter": ""}
+        for m, v in (("vlguard_multi_turn", 0.03), (official, 0.26), ("base", 0.28))
+        for (b, k) in gen.COLUMNS
+    ]
+    runs = tmp_path / "runs/toy"
+    (runs / "04_evaluate").mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(runs / "04_evaluate/results.csv", index=False)
+    page = tmp_path / "README.md"
+    page.write_text("intro\n<!-- table:results -->\nold table\n<!-- /table -->\nafter\n", encoding="utf-8")
+    gen.main([str(runs), str(page)])
+    text = page.read_text(encoding="utf-8")
+    assert "old table" not in text and text.startswith("intro\n<!-- table:results -->\n") and text.endswith("after\n")
+    assert f"from `{runs.as_posix()}/04_evaluate/results.csv`" in text
+    order = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ") and "[" in line]
+    assert order == ["base organism", "the paper's recipe (28.6 % benign rejection)", "VLGuard refusals"]
+    assert "0.26 [0.13, 0.63]" in text and "(MM-SafetyBench TYPO, 130)" in text

@@ -6,6 +6,7 @@ import ast
 import dataclasses
 import json
 import shutil
+from pathlib import Path
 
 import nbformat
 import pandas as pd
@@ -65,24 +66,46 @@ def test_every_preset_key_is_a_notebook_parameter_or_data_setting():
     assert declared | data_keys == known_keys() | {"preset"}
 
 
-@pytest.mark.notebook
-def test_notebooks_00_to_06_execute_headless_in_the_smoke_preset(tmp_path):
+EDITED_MIS = "mis_train/mis_train_copy.json"  # notebook 05's edited parameter: the same MIS file, another name
+_SMOKE: dict[str, Path] = {}  # the smoke run of this test session (tests/test_notebook_html.py reads it too)
+
+
+def smoke_notebooks(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Notebooks 00-06 executed headless in the smoke preset, once per test session: the folder holding data/,
+    runs/, base/, figures/ and executed/ (the executed notebooks)."""
+    if "root" in _SMOKE:
+        return _SMOKE["root"]
+    root = tmp_path_factory.mktemp("smoke")
     preset = dict(
         load_preset("smoke"),
-        data_root=str(tmp_path / "data"),
-        runs_root=str(tmp_path / "runs"),
-        model_path=str(tmp_path / "base"),
-        figures_root=str(tmp_path / "figures"),
+        data_root=str(root / "data"),
+        runs_root=str(root / "runs"),
+        model_path=str(root / "base"),
+        figures_root=str(root / "figures"),
     )
-    path = tmp_path / "smoke.yaml"
+    path = root / "smoke.yaml"
     path.write_text(yaml.safe_dump(preset), encoding="utf-8")
     ensure_data(str(path))
     # a value edited in notebook 05's parameters reaches its cells: the same MIS file under another name
-    edited = "mis_train/mis_train_copy.json"
-    shutil.copy(tmp_path / "data/mis_train/mis_train.json", tmp_path / "data" / edited)
+    shutil.copy(root / "data/mis_train/mis_train.json", root / "data" / EDITED_MIS)
     for stage in sorted(NOTEBOOKS):
-        edits = {"mis_train_json": edited} if stage == "05" else {}
-        out = run_notebook(stage, str(path), tmp_path / "executed", edits)
+        edits = {"mis_train_json": EDITED_MIS} if stage == "05" else {}
+        run_notebook(stage, str(path), root / "executed", edits)
+    _SMOKE["root"] = root
+    return root
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> Path:
+    """The session's smoke run of notebooks 00-06 (see smoke_notebooks)."""
+    return smoke_notebooks(tmp_path_factory)
+
+
+@pytest.mark.notebook
+def test_notebooks_00_to_06_execute_headless_in_the_smoke_preset(smoke_run):
+    tmp_path, edited = smoke_run, EDITED_MIS
+    for stage in sorted(NOTEBOOKS):
+        out = tmp_path / "executed" / NOTEBOOKS[stage]
         assert nbformat.read(out, as_version=4).cells[-1].outputs  # the last cell printed something
     runs = tmp_path / "runs/smoke"
     organism = json.loads((runs / "00_model_organism/metrics.json").read_text())

@@ -23,6 +23,7 @@ from tabulate import tabulate
 from tqdm.auto import tqdm
 
 from .config import ExecutorConfig
+from .console import progress
 from .slurm import cancel as cancel_slurm
 from .slurm import run_wave
 from .tasks import (
@@ -113,7 +114,7 @@ def run_grid(tasks: Sequence[Task], cfg: ExecutorConfig, folder: Path, redo: boo
     folder = Path(folder).absolute()
     folder.mkdir(parents=True, exist_ok=True)
     failed: dict[str, Failure] = {}
-    with tqdm(total=len(tasks), desc=desc, unit="cell") as bar:
+    with progress(total=len(tasks), desc=desc, unit="cell") as bar:
         for wave in sorted({t.wave for t in tasks}):
             todo = []
             for task in (t for t in tasks if t.wave == wave):

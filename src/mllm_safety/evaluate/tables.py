@@ -1,15 +1,19 @@
 """Stage 04's result and what notebook 04 shows of it: the headline tables (ASR, over-refusal, utility),
 per-category intervals, judge agreement, the ground-truth comparison, MIS's rates, answers side by side, and
-what we saw."""
+what we saw.
+
+The tables are for reading: benchmarks and models under their display labels, rows in the catalogue's order,
+every rate at DIGITS decimals with its 95 % interval where there is one, counts as integers."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pandas as pd
 
-from ..core.catalogue import benchmark_label
+from ..core.catalogue import benchmark_label, entries
 from ..core.judges import PAPER
 from ..core.names import display_label
 from ..core.results import StageResult
@@ -32,17 +36,82 @@ class EvalResult(StageResult):
         return what_we_saw(self)
 
 
-def overall_table(res: EvalResult, metric: str, judge: str | None = "") -> pd.DataFrame:
-    """One metric over all items: benchmarks as rows (labels), models as columns (short labels). The judge
-    defaults to the headline judge (None: any, for the utility scorers)."""
+DIGITS = 2  # one rounding for every rate in notebook 04's tables
+# labels of catalogue entries that have none of their own (core.catalogue), so no raw key reaches a table
+UNLABELLED = {
+    "mis_easy": "MIS easy",
+    "mis_hard": "MIS hard",
+    "mis_benign_hard": "MIS benign pairs (hard layout)",
+    "scienceqa_img": "ScienceQA (images)",
+}
+METRICS = {"asr": "ASR", "refusal_rate": "refusal rate", "accuracy": "accuracy"}
+
+
+def bench_label(key: str) -> str:
+    """A benchmark's display label: the catalogue's, else UNLABELLED's, else the key."""
+    label = benchmark_label(key)
+    return UNLABELLED.get(key, label) if label == key else label
+
+
+def reader_order(keys: Iterable[str]) -> list[str]:
+    """Benchmark keys in the catalogue's order (attacks, benign, utility); unknown keys after, as given."""
+    known = [b.key for b in entries()]
+    return sorted(dict.fromkeys(keys), key=lambda k: known.index(k) if k in known else len(known))
+
+
+def rate_cell(value: float, low: float, high: float) -> str:
+    """'0.25 (0.10-0.45)': a rate and its 95 % interval at DIGITS decimals (the rate alone when the interval is
+    a point or missing)."""
+    rate = f"{value:.{DIGITS}f}"
+    if low != low or high != high or (round(low, DIGITS) == round(high, DIGITS) == round(value, DIGITS)):
+        return rate
+    return f"{rate} ({low:.{DIGITS}f}-{high:.{DIGITS}f})"
+
+
+def models_in_order(res: EvalResult, present: Iterable[str]) -> list[str]:
+    """The models of `present` in evaluation order (base first)."""
+    present = set(present)
+    return [m for m in res.judged if m in present]
+
+
+def overall_rows(res: EvalResult, metric: str, judge: str | None = "") -> pd.DataFrame:
+    """The results rows of one metric over all items, under `judge` (default: headline; None: any)."""
     r = res.results[(res.results["category"] == "all") & (res.results["metric"] == metric)]
-    if judge is not None:
-        r = r[r["judge"] == (judge or res.headline)]
-    table = r.pivot_table(index="benchmark", columns="model", values="value", aggfunc="first", sort=False)
-    table = table[[m for m in res.judged if m in table.columns]]  # models in evaluation order, base first
-    table.index = [benchmark_label(b) for b in table.index]
+    return r if judge is None else r[r["judge"] == (judge or res.headline)]
+
+
+def rates(res: EvalResult, metric: str, judge: str | None = "") -> pd.DataFrame:
+    """One metric as numbers: benchmarks (labels, reader's order) as rows, models (short labels) as columns."""
+    r = overall_rows(res, metric, judge)
+    table = r.pivot_table(index="benchmark", columns="model", values="value", aggfunc="first")
+    table = table.reindex(reader_order(r["benchmark"]))[models_in_order(res, table.columns)]
+    table.index = [bench_label(b) for b in table.index]
     table.columns = [display_label(m) for m in table.columns]
-    return table.round(3)
+    return table
+
+
+def cell_table(res: EvalResult, rows: pd.DataFrame, index: str, order: list[str]) -> pd.DataFrame:
+    """Rows of results as a reading table: `index` values in `order` as rows, then `items` (n per model), then
+    one column per model (short label) holding 'rate (95 % interval)'."""
+    if rows.empty:
+        return pd.DataFrame(columns=["items"], index=pd.Index([], name=index))
+    cells = rows.assign(cell=[rate_cell(*v) for v in zip(rows["value"], rows["ci_low"], rows["ci_high"], strict=True)])
+    table = cells.pivot_table(index=index, columns="model", values="cell", aggfunc="first")
+    models = models_in_order(res, table.columns)
+    items = cells.groupby(index)["n"].max().astype(int).rename("items")
+    table = items.to_frame().join(table[models]).reindex(order)
+    table.columns = ["items", *(display_label(m) for m in models)]
+    return table
+
+
+def overall_table(res: EvalResult, metric: str, judge: str | None = "") -> pd.DataFrame:
+    """One metric over all items: benchmarks as rows (labels, reader's order), the items per model, then each
+    model's rate with its 95 % interval. The judge defaults to the headline judge (None: any, for the utility
+    scorers)."""
+    r = overall_rows(res, metric, judge)
+    table = cell_table(res, r, "benchmark", reader_order(r["benchmark"]))
+    table.index = pd.Index([bench_label(b) for b in table.index], name="benchmark")
+    return table
 
 
 def safety_table(res: EvalResult, judge: str = "") -> pd.DataFrame:
@@ -61,35 +130,44 @@ def utility_table(res: EvalResult) -> pd.DataFrame:
 
 
 def category_table(res: EvalResult, benchmark: str = "mm_safetybench_sd_typo", min_n: int = 10) -> pd.DataFrame:
-    """ASR per category of one benchmark (headline judge) with its 95 % bootstrap interval and item count;
-    categories with fewer than min_n items are left out (their intervals say nothing)."""
+    """ASR per category of one benchmark (headline judge): categories as rows, the items per model, then each
+    model's ASR with its 95 % bootstrap interval; categories with fewer than min_n items are left out (their
+    intervals say nothing)."""
     r = res.results
     part = r[(r["benchmark"] == benchmark) & (r["judge"] == res.headline) & (r["metric"] == "asr")]
     part = part[(part["category"] != "all") & (part["n"] >= min_n)]
-    part = part.assign(model=part["model"].map(display_label))
-    return part[["model", "category", "value", "ci_low", "ci_high", "n"]].round(3).reset_index(drop=True)
+    table = cell_table(res, part, "category", sorted(set(part["category"])))
+    table.index.name = f"{bench_label(benchmark)}: category"
+    return table
 
 
 def agreement_table(res: EvalResult) -> pd.DataFrame:
     """Mean agreement and Cohen's kappa of every judge pair over benchmarks and models."""
-    return res.agreement.groupby(["judge_a", "judge_b"])[["agreement", "kappa"]].mean().round(3) + 0.0  # no "-0.0"
+    table = res.agreement.groupby(["judge_a", "judge_b"])[["agreement", "kappa"]].mean()
+    return table.round(DIGITS) + 0.0  # no "-0.0"
 
 
 def mis_table(res: EvalResult) -> pd.DataFrame:
     """MIS's rates per split, model and judge (fractions of every response; rsr and hr need the MIS judge)."""
     if res.mis.empty:
         return res.mis
-    t = res.mis.assign(model=res.mis["model"].map(display_label))
-    return t.set_index(["benchmark", "model", "judge"]).round(3)
+    benches, models = reader_order(res.mis["benchmark"]), list(res.judged)
+    rank = res.mis["benchmark"].map(benches.index) * len(models) + res.mis["model"].map(models.index)
+    t = res.mis.assign(rank=rank).sort_values(["rank", "judge"], kind="stable").drop(columns="rank")
+    t = t.assign(benchmark=t["benchmark"].map(bench_label), model=t["model"].map(display_label), n=t["n"].astype(int))
+    return t.set_index(["benchmark", "model", "judge"]).round(DIGITS)
 
 
 def truth_table(res: EvalResult) -> pd.DataFrame:
-    """Each string-match judge against the ground truth per benchmark: the metric under both, agreement, kappa."""
+    """Each string-match judge against the ground truth per benchmark (reader's order): the metric under both,
+    agreement, kappa."""
     if res.truth.empty:
         return res.truth
-    t = res.truth.assign(benchmark=res.truth["benchmark"].map(benchmark_label))
+    order = {key: rank for rank, key in enumerate(reader_order(res.truth["benchmark"]))}
+    t = res.truth.sort_values("benchmark", key=lambda s: s.map(order), kind="stable")
+    t = t.assign(benchmark=t["benchmark"].map(bench_label), metric=t["metric"].map(lambda m: METRICS.get(m, m)))
     cols = ["benchmark", "metric", "judge", "n", "truth_value", "judge_value", "agreement", "kappa"]
-    return t[cols].round(3)
+    return t[cols].astype({"n": int}).round(DIGITS).reset_index(drop=True)
 
 
 def confusion_table(res: EvalResult, judge: str = PAPER) -> pd.DataFrame:
@@ -102,7 +180,7 @@ def confusion_table(res: EvalResult, judge: str = PAPER) -> pd.DataFrame:
 
 def what_we_saw(res: EvalResult) -> str:
     """The headline comparison in a few lines, from this run's results (the headline judge)."""
-    asr = safety_table(res)
+    asr = rates(res, "asr")
     if asr.empty:
         return "- No harmful benchmark was evaluated."
     mean = asr.mean()
@@ -111,7 +189,7 @@ def what_we_saw(res: EvalResult) -> str:
         + ", ".join(f"{m} {v:.2f}" for m, v in mean.items())
         + "."
     ]
-    over = over_refusal_table(res)
+    over = rates(res, "refusal_rate")
     if not over.empty:
         lines.append(
             "- Mean over-refusal on benign prompts: " + ", ".join(f"{m} {v:.2f}" for m, v in over.mean().items()) + "."
@@ -142,17 +220,18 @@ def mis_lines(res: EvalResult) -> list[str]:
     lines = []
     for bench, g in part.groupby("benchmark", sort=True):
         rates = ", ".join(f"{display_label(m)} {v:.2f}" for m, v in zip(g["model"], g["asr"], strict=True))
-        lines.append(f"- MIS `{bench}` ASR ({judge}): {rates}.")
+        lines.append(f"- {bench_label(bench)} ASR ({judge}): {rates}.")
     return lines
 
 
 def side_by_side(res: EvalResult, benchmark: str, judge: str = "", n: int = 3) -> pd.DataFrame:
-    """The first n items of a benchmark: the prompt, then every model's response and its label under `judge`
-    (the headline judge by default)."""
+    """The first n items of a benchmark, one row per item and model (the prompt once per item): every model's
+    whole response and its label under `judge` (the headline judge by default)."""
     frames = []
     for name, df in res.judged.items():
-        part = df[(df["benchmark"] == benchmark) & (df["judge"] == (judge or res.headline))].set_index("id").head(n)
-        if not frames:
-            frames.append(part[["prompt"]])
-        frames.append(part[["response", "label"]].add_prefix(f"{display_label(name)}: "))
-    return pd.concat(frames, axis=1)
+        part = df[(df["benchmark"] == benchmark) & (df["judge"] == (judge or res.headline))].head(n)
+        frames.append(part.assign(model=display_label(name), item=range(len(part))))
+    if not frames:
+        return pd.DataFrame(columns=["response", "label"])
+    rows = pd.concat(frames).sort_values(["item"], kind="stable")
+    return rows.set_index(["prompt", "model"])[["response", "label"]]

@@ -48,6 +48,7 @@ __all__ = [
     "attack_columns",
     "attack_labels",
     "build_figures",
+    "figure_makers",
     "main",
     "mis_bars",
     "mis_columns",
@@ -89,10 +90,8 @@ def results_markdown(runs_dir: Path) -> str:
     return head + summary_markdown(summary, skip=("train s",)) + foot
 
 
-def build_figures(runs_dir: str | Path, out_dir: str | Path) -> list[Path]:
-    """Every figure and the results table from a preset's saved metrics; returns the written paths."""
-    runs_dir, out_dir = Path(runs_dir), Path(out_dir)
-    style()
+def figure_makers(runs_dir: Path) -> dict[str, Callable[[], Figure]]:
+    """Figure name -> a call that draws it from the preset's saved metrics (the tables are read once, here)."""
     where = {
         stage: upstream(runs_dir, "figures", stage)
         for stage in ("data_bias", "qlora_finetune", "evaluate", "ablations")
@@ -118,8 +117,15 @@ def build_figures(runs_dir: str | Path, out_dir: str | Path) -> list[Path]:
         "training_curves": lambda: plot_loss_curves(histories),
         "judge_agreement": lambda: plot_judge_agreement(read_table(where["evaluate"] / "agreement.csv")),
     }
+    return figures
+
+
+def build_figures(runs_dir: str | Path, out_dir: str | Path) -> list[Path]:
+    """Every figure and the results table from a preset's saved metrics; returns the written paths."""
+    runs_dir, out_dir = Path(runs_dir), Path(out_dir)
+    style()
     paths = []
-    for name, make in figures.items():
+    for name, make in figure_makers(runs_dir).items():
         paths += save(make(), out_dir, name)
     paths.append(write_text(out_dir / "results.md", results_markdown(runs_dir)))
     return paths

@@ -4,24 +4,30 @@ and no torch is imported), each in the one style of core.plots."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import get_args
 
 import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.transforms import offset_copy
 
 from ..core import catalogue
 from ..core.catalogue import benchmark_label
 from ..core.judges import PAPER, JudgeName
 from ..core.metrics import metric_judge
-from ..core.plots import PALETTE
+from ..core.plots import PALETTE, fit_limits, legend_outside
 
 log = logging.getLogger(__name__)
 
 MODES = {"text": "text only", "typo": "TYPO image", "sd": "SD image", "sd_typo": "SD+TYPO image"}
 MIS_FIXES = ("benign rejection", "VLGuard multi_turn", "MIS reasoning")  # the curated study's rows it shows
 JUDGE = PAPER  # the data-bias figure's judge (dataset answers), and the default headline judge
+MARKERS = "osD^vPX*"  # one per line, so lines that share values stay told apart
+NUDGE_PT = 1.5  # lines drawn this many points apart per rank, so equal values (two lines at 0) both show
+REFERENCES = (("base", "--", "base model (dashed)"), ("vlguard", ":", "LoRA on VLGuard (dotted)"))
 
 
 def attack_labels() -> dict[str, str]:
@@ -67,6 +73,8 @@ def plot_data_bias(stats: pd.DataFrame, lengths: pd.DataFrame) -> Figure:
     left.tick_params(axis="x", labelrotation=15)
     sns.ecdfplot(lengths, x="words", hue="dataset", palette=PALETTE, ax=right, log_scale=(True, False))
     right.set(xlabel="answer length (words, log scale)", ylabel="share of answers ≤ length", title="answer length")
+    if right.get_legend() is not None:
+        sns.move_legend(right, "upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, title_fontsize=7, frameon=False)
     fig.tight_layout()
     return fig
 
@@ -84,37 +92,46 @@ def plot_asr_vs_fraction(
     results: pd.DataFrame, studies: pd.DataFrame, runs: pd.DataFrame, intervals: pd.DataFrame, judge: str = JUDGE
 ) -> Figure:
     """ASR per attack benchmark vs rejection fraction: mean over seeds, with the 95 % interval over seeds and
-    items (band), the base model (dashed) and the curated VLGuard baseline (dotted) as references."""
+    items (band), the base model (dashed) and the curated VLGuard baseline (dotted) as references. Each line has
+    its own marker and is nudged by NUDGE_PT points per rank, so lines with equal values all show."""
     attacks = attack_labels()
     t = study_table(results, studies, "fraction", judge)
     t = t[(t["metric"] == "asr") & t["benchmark"].isin(list(attacks))].assign(
         pct=lambda d: 100 * d["fraction"], attack=lambda d: d["benchmark"].map(attacks)
     )
     band = intervals_by_fraction(intervals, studies)
-    fig = Figure(figsize=(6.5, 3.6))
+    fig = Figure(figsize=(7.5, 3.6))
     ax = fig.subplots()
     colors = dict(zip(attacks.values(), sns.color_palette(PALETTE, len(attacks)), strict=True))
-    for attack, part in t.groupby("attack", sort=False):
-        mean = part.groupby("pct")["value"].mean()
-        ax.plot(mean.index, mean.to_numpy(), marker="o", ms=3, color=colors[attack], label=attack)
+    drawn = [a for a in attacks.values() if a in set(t["attack"])]
+    for rank, attack in enumerate(drawn):
+        mean = t[t["attack"] == attack].groupby("pct")["value"].mean()
+        nudge = NUDGE_PT * (rank - (len(drawn) - 1) / 2)
+        shifted = offset_copy(ax.transData, fig=fig, x=nudge, y=nudge, units="points")
+        style = {"marker": MARKERS[rank % len(MARKERS)], "ms": 3.5, "color": colors[attack]}
+        ax.plot(mean.index, mean.to_numpy(), transform=shifted, label=attack, **style)
         b = band[band["attack"] == attack].sort_values("pct")
         ax.fill_between(b["pct"], b["ci_low"], b["ci_high"], color=colors[attack], alpha=0.12, lw=0)
     refs = overall(results, judge)
-    for role, ls in (("base", "--"), ("vlguard", ":")):
+    values = [*t["value"], *band["ci_high"]]
+    for role, ls, _label in REFERENCES:
         runs_of_role = list(runs.loc[runs["role"] == role, "run"])
         part = refs[refs["run"].isin(runs_of_role) & (refs["metric"] == "asr") & refs["benchmark"].isin(list(attacks))]
         for bench, value in part.groupby("benchmark")["value"].mean().items():
             ax.axhline(value, ls=ls, lw=0.8, color=colors[attacks[bench]])
+            values.append(value)
     n = t.groupby("pct")["seed"].nunique().max() if len(t) else 0
     ax.set(
         xlabel="rejection samples in the fix mixture (% of records)",
         ylabel=f"attack success rate ({judge})",
-        ylim=(-0.02, 1.02),
-        title=f"ASR vs rejection fraction (mean of {n} seeds; band: 95 % over seeds and items; "
-        "dashed: base, dotted: VLGuard)",
+        ylim=fit_limits(values),
+        title=f"ASR vs rejection fraction (mean of {n} seed{'' if n == 1 else 's'}; band: 95 % interval over seeds "
+        "and items)",
     )
-    ax.title.set_fontsize(7)
-    ax.legend(fontsize=7, ncols=2, loc="upper right")
+    ax.title.set_fontsize(8)
+    handles = ax.get_legend_handles_labels()[0]
+    refs_drawn = [Line2D([], [], color="grey", ls=ls, lw=0.8, label=label) for _role, ls, label in REFERENCES]
+    legend_outside(ax, handles=[*handles, *refs_drawn], title="attack (same colour: its references)")
     fig.tight_layout()
     return fig
 
@@ -147,11 +164,11 @@ def plot_tradeoff(results: pd.DataFrame, studies: pd.DataFrame, judge: str = JUD
     ax.set(
         xlabel=f"over-refusal: XSTest safe prompts refused ({xstest_judge})",
         ylabel=f"mean ASR over image attacks ({judge})",
-        xlim=(-0.03, 1.03),
-        ylim=(-0.03, 1.03),
+        xlim=fit_limits(points["over"]),
+        ylim=fit_limits(points["asr"]),
         title=f"safety vs over-refusal ({len(points)} runs)",
     )
-    ax.legend(fontsize=7, title="study (first)", title_fontsize=7)
+    legend_outside(ax, title="study (first)")
     fig.tight_layout()
     return fig
 
@@ -163,7 +180,7 @@ def plot_modality_gap(results: pd.DataFrame, runs: dict[str, list[str]], judge: 
     o = o[(o["metric"] == "asr") & o["benchmark"].str.startswith("mm_safetybench")]
     frames = [o[o["run"].isin(names)].assign(model=label) for label, names in runs.items()]
     t = pd.concat(frames).assign(mode=lambda d: d["mode"].map(MODES))
-    fig = Figure(figsize=(6, 3.2))
+    fig = Figure(figsize=(7.5, 3.2))
     ax = fig.subplots()
     sns.barplot(
         t,
@@ -181,10 +198,13 @@ def plot_modality_gap(results: pd.DataFrame, runs: dict[str, list[str]], judge: 
     ax.set(
         xlabel=f"MM-SafetyBench input mode (n={n} items each)",
         ylabel=f"attack success rate ({judge})",
-        ylim=(0, 1.05),
-        title="the vision-vs-text alignment gap, before and after the fix",
+        ylim=(0, fit_limits(t["value"])[1]),
+        title="the vision-vs-text alignment gap, before and after the fix (bars: mean, whiskers: sd over runs)",
     )
-    ax.legend(fontsize=7)
+    for bars in ax.containers:
+        ax.bar_label(bars, fmt="%.2f", fontsize=5.5, padding=1)  # a bar at 0 still says so
+    ax.title.set_fontsize(8)
+    legend_outside(ax, title="model")
     fig.tight_layout()
     return fig
 
@@ -210,7 +230,7 @@ def plot_mis(results: pd.DataFrame, runs: pd.DataFrame, intervals: pd.DataFrame,
     """Multi-image safety (MIS's format): easy and hard ASR and benign pairs refused, for the base model and
     each kind of fix at matched size, with 95 % intervals (seeds and items for the fixes, items for the base)."""
     t = mis_bars(results, runs, intervals, judge)
-    fig = Figure(figsize=(6.5, 3.4))
+    fig = Figure(figsize=(7.5, 3.4))
     ax = fig.subplots()
     if t.empty:
         ax.text(0.5, 0.5, "MIS was not evaluated in this preset's studies", ha="center", va="center")
@@ -224,14 +244,15 @@ def plot_mis(results: pd.DataFrame, runs: pd.DataFrame, intervals: pd.DataFrame,
         part = t[t["fix"] == fix].set_index("measure").reindex(measures)
         x = np.arange(len(measures)) + (k - (len(fixes) - 1) / 2) * width
         err = np.vstack([part["mean"] - part["ci_low"], part["ci_high"] - part["mean"]])
-        ax.bar(x, part["mean"], width, yerr=err, capsize=2, color=colors[k], label=fix, error_kw={"lw": 0.8})
+        bars = ax.bar(x, part["mean"], width, yerr=err, capsize=2, color=colors[k], label=fix, error_kw={"lw": 0.8})
+        ax.bar_label(bars, fmt="%.2f", fontsize=5.5, padding=1)  # a bar at 0 still says so
     ax.set_xticks(np.arange(len(measures)), measures)
     ax.set(
         ylabel=f"share of items ({judge})",
-        ylim=(0, 1.05),
+        ylim=(0, fit_limits(t["ci_high"])[1]),
         title="two images per prompt: does the fix transfer? (95 % intervals)",
     )
-    ax.legend(fontsize=7, ncols=2)
+    legend_outside(ax, title="fix")
     fig.tight_layout()
     return fig
 
@@ -243,8 +264,8 @@ def plot_category_heatmap(
     judge: str = JUDGE,
     min_n: int = 10,
 ) -> Figure:
-    """Per-category ASR (mean over seeds) for the named runs on one benchmark; categories with fewer than min_n
-    items per run are left out."""
+    """Per-category ASR (mean over each model's runs, i.e. its seeds) for the named runs on one benchmark;
+    categories with fewer than min_n items per run are left out; the axes say how many runs and items a cell holds."""
     r = results[
         (results["benchmark"] == benchmark)
         & (results["judge"] == judge)
@@ -257,6 +278,10 @@ def plot_category_heatmap(
     t = t[[c for c in runs if c in t.columns]]
     fig = Figure(figsize=(5.5, max(2.8, 0.25 * len(t) + 1.4)))
     ax = fig.subplots()
+    if t.empty:
+        ax.text(0.5, 0.5, f"no scenario has {min_n} or more items per run", ha="center", va="center")
+        ax.set_axis_off()
+        return fig
     sns.heatmap(
         t,
         vmin=0,
@@ -268,12 +293,23 @@ def plot_category_heatmap(
         ax=ax,
         cbar_kws={"label": f"ASR ({judge})"},
     )
-    n = int(r["n"].max()) if len(r) else 0
+    runs_per_model = {label: r.loc[r["run"].isin(names), "run"].nunique() for label, names in runs.items()}
     ax.set(
-        xlabel="model", ylabel=f"scenario (n={n} items each)", title=f"{attack_labels().get(benchmark, benchmark)}: ASR"
+        xlabel=f"model (cell: mean over {span(runs_per_model.values())} runs of the model)",
+        ylabel=f"scenario ({span(r['n'])} items per run)",
+        title=f"{attack_labels().get(benchmark, benchmark)}: ASR per scenario",
     )
+    ax.xaxis.label.set_fontsize(7)
     fig.tight_layout()
     return fig
+
+
+def span(values: Iterable[float]) -> str:
+    """'3' when every value is 3, '2-3' when they differ ('0' for none): how many runs or items a cell holds."""
+    numbers = sorted({int(v) for v in values})
+    if not numbers:
+        return "0"
+    return str(numbers[0]) if len(numbers) == 1 else f"{numbers[0]}-{numbers[-1]}"
 
 
 SHORT_JUDGES = dict(zip(get_args(JudgeName), ("paper", "xstest", "keywords", "truth"), strict=True))

@@ -1,5 +1,7 @@
 """Stage 03's trainer: the Trainer with the connector's own learning rate and the modality-length sampler,
-resumed from the last complete checkpoint."""
+resumed from the last complete checkpoint. In a notebook the Trainer's own output (its HTML table of the loss
+at every step) is replaced by one plain progress line; the losses go to the run folder's log_history.jsonl and
+the notebook draws them."""
 
 import json
 import logging
@@ -11,8 +13,9 @@ from torch.utils.data import Sampler
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from ..core.config import TrainConfig
-from ..core.console import inner_bars_enabled
+from ..core.console import bar, in_notebook, inner_bars_enabled
 from ..core.labels import Collator
+from ..core.names import display_label
 from .data import MixtureDataset, ModalityLengthSampler
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,24 @@ class SafetyTrainer(Trainer):
         return super().create_optimizer(model)
 
 
+class StepLine(TrainerCallback):
+    """Optimizer steps on one progress line (core.console.bar), in place of the Trainer's per-step log."""
+
+    def __init__(self, desc: str):
+        self.desc, self.bar = desc, None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.bar = bar(total=state.max_steps, initial=state.global_step, desc=self.desc, unit="step")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+
+
 def make_trainer(
     cfg: TrainConfig,
     model: Any,
@@ -62,9 +83,11 @@ def make_trainer(
     callbacks: list[TrainerCallback] | None,
     quiet: bool,
 ) -> SafetyTrainer:
-    """The Trainer of one run: the connector on projector_lr, modality-grouped batches, quiet if asked."""
+    """The Trainer of one run: the connector on projector_lr, modality-grouped batches, quiet if asked; in a
+    notebook, one progress line instead of the Trainer's bar and log table."""
     quiet = quiet or not inner_bars_enabled()
-    args.disable_tqdm = args.disable_tqdm or quiet
+    notebook = in_notebook()
+    args.disable_tqdm = args.disable_tqdm or quiet or notebook
     sampler = ModalityLengthSampler(
         dataset.lengths, dataset.has_image, cfg.micro_batch_size, cfg.seed, cfg.modality_grouping, cfg.global_batch_size
     )
@@ -78,8 +101,10 @@ def make_trainer(
         sampler=sampler if cfg.group_by_modality_length else None,
         callbacks=callbacks,
     )
-    if quiet:
+    if quiet or notebook:
         trainer.remove_callback(PrinterCallback)
+    if notebook and not quiet:
+        trainer.add_callback(StepLine(f"train {display_label(Path(args.output_dir).parent.name)}"))
     return trainer
 
 
