@@ -236,3 +236,28 @@ def test_a_control_organisms_cells_mix_from_its_own_stage4_data(tmp_path, monkey
             ab.cells.run_cell(preset, base, ab.Arm(0.1, alignment=alignment), 0, alignment, sources=("shared",))
     assert seen["harmful"] == (("shared",), preset.mix.instruct_json)
     assert seen["decoy"] == (None, "organisms/decoy/stage4_mix.json")
+
+
+def test_study_readouts_pool_seeds_and_items_and_give_the_probes_range(tmp_path):
+    """Two seeds of one row: the margin's mean is the mean of the seeds' means, its interval lies within the
+    items' span, and the probe's 'interval' is the lowest and highest seed."""
+    from mllm_safety.ablations.tables import readout_table, study_readouts
+    from mllm_safety.core.layout import stage_dir
+
+    cfg = AblationConfig(runs_root=str(tmp_path), preset="t")
+    table = pd.DataFrame(
+        [{"study": "format", "order": 0, "row": "medical-style questions", "run": f"r-s{s}"} for s in (0, 1)]
+    )
+    for run, margins, auroc in (("r-s0", [1.0, 3.0], 0.6), ("r-s1", [-1.0, 1.0], 0.8)):
+        folder = stage_dir(cfg.stage_dir / "runs", run, "evaluate") / "mix"
+        folder.mkdir(parents=True)
+        items = pd.DataFrame({"benchmark": "typo", "id": ["a", "b"], "harmful": True, "group": "x", "margin": margins})
+        items.to_csv(folder / "readouts_items.csv", index=False)
+        summary = pd.DataFrame([{"benchmark": "all", "readout": "harm_probe_auroc", "value": auroc}])
+        summary.to_csv(folder / "readouts.csv", index=False)
+    out = study_readouts(cfg, table, samples=200).set_index("readout")
+    assert out.loc["margin typo", "mean"] == pytest.approx(1.0)  # (2 + 0) / 2
+    assert -1.0 <= out.loc["margin typo", "ci_low"] <= 1.0 <= out.loc["margin typo", "ci_high"] <= 3.0
+    assert out.loc["harm probe AUROC", ["mean", "ci_low", "ci_high"]].tolist() == pytest.approx([0.7, 0.6, 0.8])
+    shown = readout_table(out.reset_index())
+    assert shown.loc["medical-style questions", "harm probe AUROC"] == "0.70 [0.60, 0.80]"

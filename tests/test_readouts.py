@@ -118,3 +118,54 @@ def test_the_caption_probe_leaves_the_earlier_probe_images_untouched(tmp_path):
     shown = {p for image in earlier for p in ([image] if isinstance(image, str) else image)}
     captions = {it.image for it in probes["caption_harmful"]}
     assert captions and not captions & shown and all(p.startswith(str(tmp_path / "caption")) for p in captions)
+
+
+def test_stage_04_reads_every_model_beneath_its_answers(tmp_path, world_data, tiny_model):
+    """With `readouts` set, stage 04 saves each item's margin (as first_step and refusal_margin give it on the
+    same items), a per-benchmark summary whose mean is the items' mean, the harm probe, and the numbers in
+    metrics.json."""
+    import json
+
+    import pandas as pd
+    from test_runstore import eval_preset
+
+    from mllm_safety import evaluate
+    from mllm_safety.core.config import EvalConfig
+    from mllm_safety.evaluate import load_items
+
+    specs = [
+        {"name": "mm_safetybench", "root": "mm_safetybench", "mode": "typo"},
+        {"name": "mm_safetybench", "root": "mm_safetybench_benign", "mode": "typo", "key": "benign", "harmful": False},
+    ]
+    keys = ["mm_safetybench_typo", "benign_typo"]
+    over = dict(benchmarks=specs, readouts=keys, readout_compliance="sure", max_items=26, prompt_format="vicuna_v1")
+    preset = eval_preset(tmp_path, world_data, tiny_model, **over)
+    assert evaluate.main(["--preset", str(preset)]) == 0
+    stage = tmp_path / "runs/rs/04_evaluate"
+    items = pd.read_csv(stage / "base/readouts_items.csv")
+    assert items.groupby("benchmark").size().to_dict() == {"benign_typo": 26, "mm_safetybench_typo": 26}
+
+    model, processor = load_model(tiny_model, "none")
+    cfg = EvalConfig(data_root=str(world_data), max_items=26)
+    harmful = load_items(cfg, specs[0])
+    step = first_step(model.eval(), processor, harmful, "vicuna_v1")
+    expected = refusal_margin(step, processor.tokenizer, EvalConfig().readout_refusal, "sure")
+    got = items[items["benchmark"] == "mm_safetybench_typo"]["margin"].to_numpy()
+    assert np.allclose(got, expected, atol=1e-4)
+
+    summary = pd.read_csv(stage / "readouts.csv")
+    margin = summary[(summary["benchmark"] == "mm_safetybench_typo") & (summary["readout"] == "refusal_margin")]
+    assert margin["value"].iloc[0] == pytest.approx(got.mean(), abs=1e-4)
+    assert margin["ci_low"].iloc[0] <= got.mean() <= margin["ci_high"].iloc[0]
+    probe = summary[summary["readout"] == "harm_probe_auroc"]["value"].iloc[0]
+    assert 0.0 <= probe <= 1.0  # 13 topics of each kind: enough groups for the topic-held-out folds
+    metrics = json.loads((stage / "metrics.json").read_text())
+    assert metrics["base/readout/mm_safetybench_typo/refusal_margin"] == pytest.approx(got.mean(), abs=1e-4)
+    assert "base/readout/all/harm_probe_auroc" in metrics
+
+
+def test_a_readout_benchmark_must_be_evaluated():
+    from mllm_safety.core.config import EvalConfig
+
+    with pytest.raises(ValueError, match=r"readouts \['figstep'\] are not among the benchmarks"):
+        EvalConfig(benchmarks=[{"name": "xstest", "root": "xstest"}], readouts=["figstep"])

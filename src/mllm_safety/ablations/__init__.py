@@ -40,7 +40,9 @@ from .tables import (
     format_table,
     interval_table,
     key_metrics,
+    readout_table,
     study_intervals,
+    study_readouts,
     study_summary,
     what_we_saw,
     write_metrics,
@@ -60,6 +62,7 @@ __all__ = [
     "interval_table",
     "key_metrics",
     "main",
+    "readout_table",
     "run",
     "study_rows",
     "summary_markdown",
@@ -90,11 +93,12 @@ def save(preset: Preset, table: pd.DataFrame, results: pd.DataFrame, runs: pd.Da
     cfg, headline = preset.studies, preset.eval.headline_judge
     summary = study_summary(table, results, runs, headline)
     intervals = study_intervals(cfg, table, headline, preset.eval.bootstrap_samples)
+    read = study_readouts(cfg, table, preset.eval.bootstrap_samples)
     tables = (("results", results), ("runs", runs), ("studies", table), ("summary", summary), ("intervals", intervals))
-    for name, df in tables:
+    for name, df in (*tables, *((("readouts", read),) if not read.empty else ())):
         write_text(cfg.stage_dir / f"{name}.csv", df.to_csv(index=False, float_format="%.6g"))
     write_text(cfg.stage_dir / "summary.md", summary_markdown(summary))
-    res = AblationResult(results, runs, table, summary, intervals, headline, folder=cfg.stage_dir)
+    res = AblationResult(results, runs, table, summary, intervals, headline, read, folder=cfg.stage_dir)
     res.metrics = write_metrics(preset, res)
     return res
 

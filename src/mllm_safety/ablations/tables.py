@@ -18,6 +18,8 @@ from ..core.layout import stage_dir
 from ..core.metrics import metric_judge, outcomes, seed_item_interval
 from ..core.preset import Preset
 from ..core.results import StageResult
+from ..core.tables import read_table
+from ..evaluate import readouts
 
 
 @dataclass
@@ -31,6 +33,7 @@ class AblationResult(StageResult):
     summary: pd.DataFrame
     intervals: pd.DataFrame = field(default_factory=pd.DataFrame)
     headline: str = PAPER
+    readouts: pd.DataFrame = field(default_factory=pd.DataFrame)  # beneath the answers, per row (readout_table)
 
     def what_we_saw(self) -> str:
         return what_we_saw(self)
@@ -107,6 +110,55 @@ def study_intervals(cfg: AblationConfig, table: pd.DataFrame, headline: str, sam
                     {**where, "mean": mean, "ci_low": low, "ci_high": high, "seeds": len(hits), "items": len(hits[0])}
                 )
     return pd.DataFrame(rows)
+
+
+def run_readouts(cfg: AblationConfig, run: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One run's readouts (stage 04 with `readouts` set): per-item margins and the per-benchmark summary; empty
+    tables when its evaluation read none."""
+    folder = stage_dir(cfg.stage_dir / "runs", run, "evaluate") / "mix"
+    if not (folder / readouts.PER_ITEM).is_file():
+        return pd.DataFrame(), pd.DataFrame()
+    return read_table(folder / readouts.PER_ITEM), read_table(folder / readouts.SUMMARY)
+
+
+def study_readouts(cfg: AblationConfig, table: pd.DataFrame, samples: int) -> pd.DataFrame:
+    """Per study row and readout benchmark: the mean refusal margin over seeds with its 95 % interval over seeds
+    and items; per row the harm probe's AUROC, mean over seeds with the lowest and highest seed (n seeds is
+    small: a range, not an interval). Empty when the runs read none."""
+    read = {run: run_readouts(cfg, run) for run in table["run"].unique()}
+    rows = []
+    for (study, order, row), part in table.groupby(["study", "order", "row"], sort=False):
+        found = [read[run] for run in part["run"] if not read[run][0].empty]
+        if not found:
+            continue
+        where = {"study": study, "order": order, "row": row, "seeds": len(found)}
+        for bench in dict.fromkeys(found[0][0]["benchmark"]):
+            margins = [items.loc[items["benchmark"] == bench, "margin"].to_numpy() for items, _ in found]
+            low, high = seed_item_interval(margins, samples, cfg.seed)
+            mean = float(np.mean([m.mean() for m in margins]))
+            rows.append({**where, "readout": f"margin {bench}", "mean": mean, "ci_low": low, "ci_high": high})
+        aurocs = [float(s.loc[s["readout"] == "harm_probe_auroc", "value"].iloc[0]) for _, s in found]
+        rows.append(
+            {
+                **where,
+                "readout": "harm probe AUROC",
+                "mean": float(np.mean(aurocs)),
+                "ci_low": min(aurocs),
+                "ci_high": max(aurocs),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def readout_table(readouts_: pd.DataFrame, study: str = "format") -> pd.DataFrame:
+    """One study's readouts as `mean [low, high]` per row (margins in nats: 95 % over seeds and items; the probe:
+    the range over seeds)."""
+    part = readouts_[readouts_["study"] == study]
+    cells = part.assign(
+        cell=[f"{m:.2f} [{lo:.2f}, {hi:.2f}]" for m, lo, hi in part[["mean", "ci_low", "ci_high"]].values]
+    )
+    table = cells.pivot_table(index=["order", "row"], columns="readout", values="cell", aggfunc="first")
+    return table.droplevel("order")[list(dict.fromkeys(part["readout"]))]
 
 
 def controls_table(summary: pd.DataFrame) -> pd.DataFrame:

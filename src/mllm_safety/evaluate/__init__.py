@@ -37,6 +37,7 @@ from ..core.metrics import (
 )
 from ..core.preset import Preset
 from ..core.runs import TRAINED, record_run, run_lock, saved_config, saved_inputs
+from . import readouts
 from .inputs import adapter_path, model_inputs, models, stage_inputs
 from .tables import (
     EvalResult,
@@ -158,6 +159,10 @@ def evaluate_model(
         )
         judged += [{**r, "benchmark_key": key, "mode": spec_variant(spec)} for r in judge_all(cfg, rows, spec, guards)]
     write_text(out_dir / "judgements.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in judged))
+    if cfg.readouts:
+        formats = {spec_name(spec): spec_format(cfg, spec) for spec in cfg.benchmarks}
+        summary = readouts.run_readouts(cfg, model, processor, items, formats, out_dir)
+        write_text(out_dir / readouts.SUMMARY, summary.to_csv(index=False, float_format="%.6g"))
     del model
     gc.collect()
     return judged
@@ -206,7 +211,8 @@ def evaluate_all(cfg: EvalConfig, items: dict[str, list[EvalItem]]) -> EvalResul
     frames = {name: to_frame(evaluate_model(cfg, name, adapter, guards, items), name) for name, adapter in models(cfg)}
     res = tabulate(cfg, frames)
     save_tables(res)
-    res.metrics = write_metrics(cfg, res)
+    read = readouts.stage_summary(cfg.stage_dir, list(frames)) if cfg.readouts else pd.DataFrame()
+    res.metrics = write_metrics(cfg, res, read)
     return res
 
 
@@ -265,8 +271,9 @@ def per_benchmark(cfg: EvalConfig) -> dict[str, dict[str, Any]]:
     return {name: settings for name, settings in own.items() if settings}
 
 
-def write_metrics(cfg: EvalConfig, res: EvalResult) -> dict[str, Any]:
-    """metrics.json per model and for the stage: overall numbers keyed benchmark/judge/metric, with context."""
+def write_metrics(cfg: EvalConfig, res: EvalResult, read: pd.DataFrame | None = None) -> dict[str, Any]:
+    """metrics.json per model and for the stage: overall numbers keyed benchmark/judge/metric (and the readouts,
+    keyed readout/benchmark/name), with context."""
     context = {
         "model": cfg.model_path,
         "quantization": cfg.eval_quantization,
@@ -281,10 +288,12 @@ def write_metrics(cfg: EvalConfig, res: EvalResult) -> dict[str, Any]:
     if own := per_benchmark(cfg):
         context["per_benchmark"] = own
     overall = res.results[res.results["category"] == "all"]
+    read = readouts.flat(read if read is not None else pd.DataFrame())
     stage: dict[str, Any] = {"stage": cfg.stage, "preset": cfg.preset, **context}
     for name, part in overall.groupby("model"):
         flat = {f"{r.benchmark}/{r.judge}/{r.metric}": r.value for r in part.itertuples()}
         flat.update(mis_flat(res.mis, name))
+        flat.update(read.get(name, {}))
         adapter = {"adapter": name if name != "base" else None}
         write_json(cfg.stage_dir / name / "metrics.json", {**adapter, **context, **flat})
         stage.update({f"{name}/{k}": v for k, v in flat.items()})
