@@ -153,7 +153,9 @@ def study_readouts(cfg: AblationConfig, table: pd.DataFrame, samples: int) -> pd
 def readout_table(readouts_: pd.DataFrame, study: str = "format") -> pd.DataFrame:
     """One study's readouts as `mean [low, high]` per row (margins in nats: 95 % over seeds and items; the probe:
     the range over seeds)."""
-    part = readouts_[readouts_["study"] == study]
+    part = readouts_[readouts_["study"] == study] if not readouts_.empty else readouts_
+    if part.empty:
+        return pd.DataFrame()
     cells = part.assign(
         cell=[f"{m:.2f} [{lo:.2f}, {hi:.2f}]" for m, lo, hi in part[["mean", "ci_low", "ci_high"]].values]
     )
