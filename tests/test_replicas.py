@@ -240,3 +240,18 @@ def test_moving_the_tag_changes_exactly_the_tag_after_records_of_the_real_shapes
     after = [r["id"] for r in records if r["conversations"][0]["value"].rstrip().endswith("<image>")]
     assert after and changed == after, (changed, after)
     print(f"\n{len(changed)} of {len(records)} real-shaped mix665k records change their input ids")
+
+
+def test_a_varied_replica_records_its_settings_and_its_processor_and_model_agree(tmp_path):
+    import json
+
+    from transformers import AutoConfig
+
+    settings = {"image_size": 28, "patch_size": 7, "max_image_tiles": 2}
+    path = build_replica("mllama", tmp_path / "mllama", settings=settings)
+    assert json.loads((path / "replica.json").read_text())["settings"] == settings
+    vision = AutoConfig.from_pretrained(path).vision_config
+    images = AutoProcessor.from_pretrained(path).image_processor
+    assert (vision.image_size, vision.patch_size, vision.max_num_tiles) == (28, 7, 2)
+    assert (images.size["height"], images.max_image_tiles) == (28, 2)
+    assert vision.supported_aspect_ratios == [[1, 1], [1, 2], [2, 1]]

@@ -180,7 +180,8 @@ class Encoder:
         ]
         paths = [Path(self.image_root) / p for p in record_images(record)]
         images = load_images(paths, self.processor, self.image_aspect_ratio, self.image_max_side)
-        enc = self.processor(text=[text], images=images or None, return_tensors="pt", add_special_tokens=special)
+        nested = [images] if images else None  # one sample's images: a flat list reads as one image per sample
+        enc = self.processor(text=[text], images=nested, return_tensors="pt", add_special_tokens=special)
         ids = enc["input_ids"][0]
         labels = place_labels(plain["input_ids"], plain_labels, ids.tolist())
         out = {"labels": torch.tensor(labels)}
@@ -241,6 +242,14 @@ def sequence_keys(sample: dict[str, Any]) -> list[str]:
 PAD_VALUES = {"input_ids": None, "labels": IGNORE_INDEX}  # None: the tokenizer's pad id; every other key pads with 0
 # image tensors that come one entry per sample (the others are concatenated over the batch's images)
 PER_SAMPLE_KEYS = {"pixel_attention_mask", "aspect_ratio_ids", "aspect_ratio_mask", "batch_num_images"}
+# the per-sample tensors that come with pixels laid out per sample too (Idefics3's tiles, Mllama's tiles); OneVision's
+# batch_num_images comes with pixels concatenated over the images (stacking them dropped a sample's second image)
+PIXELS_PER_SAMPLE_WITH = {"pixel_attention_mask", "aspect_ratio_ids", "aspect_ratio_mask"}
+# tensors along the tokens whose padding repeats the last token's row, as the processor pads them: Mllama's
+# processor lets the last image's cross-attention run to the end of the padded batch
+EDGE_PADDED = {"cross_attention_mask"}
+# per-sample tile masks whose first tile is on for every image slot, a padding one too, as the processor builds them
+FIRST_TILE_ON = {"aspect_ratio_mask"}
 # image tensors that may happen to be as long as the text but never run along it
 FLAT_KEYS = {"pixel_values", "image_grid_thw", "image_sizes"}
 
@@ -265,13 +274,14 @@ class Collator:
     def __call__(self, batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         sequence = {k for s in batch for k in sequence_keys(s)}  # a text-only first sample lacks the image ones
         per_sample = PER_SAMPLE_KEYS & {k for s in batch for k in s}
-        if per_sample:  # these families lay their pixels out one entry per sample too
+        if per_sample & PIXELS_PER_SAMPLE_WITH:  # these families lay their pixels out one entry per sample too
             per_sample.add("pixel_values")
         out: dict[str, torch.Tensor] = {}
         for key in dict.fromkeys(k for s in batch for k in s if isinstance(s[k], torch.Tensor)):
             values = [s.get(key) for s in batch]
             if key in sequence or key in per_sample:
-                out[key] = stack_padded(values, key, self.pad_token_id, per_sample=key in per_sample)
+                length = max(len(s["input_ids"]) for s in batch) if key in sequence else 0
+                out[key] = stack_padded(values, key, self.pad_token_id, key in per_sample, length)
             else:
                 present = [v for v in values if v is not None]
                 shape = tuple(max(v.shape[d] for v in present) for d in range(1, present[0].dim()))
@@ -279,18 +289,28 @@ class Collator:
         return out
 
 
-def stack_padded(values: list[torch.Tensor | None], key: str, pad_token_id: int, per_sample: bool) -> torch.Tensor:
-    """Stack one tensor per sample, each padded to the largest; a missing one (a text-only sample) is all zeros."""
+def stack_padded(
+    values: list[torch.Tensor | None], key: str, pad_token_id: int, per_sample: bool, length: int = 0
+) -> torch.Tensor:
+    """Stack one tensor per sample, each padded to the largest (along the tokens to `length`, the longest sample's,
+    which may be a text-only one); a missing one (a text-only sample) is all zeros."""
     present = [v for v in values if v is not None]
     rows = [v[0] if per_sample else v for v in present]  # per-sample image tensors carry the batch dimension
     shape = tuple(max(r.shape[d] for r in rows) for d in range(rows[0].dim()))
+    if length:  # a tensor along the tokens
+        shape = (max(shape[0], length), *shape[1:])
     value = PAD_VALUES.get(key, 0)
     value = pad_token_id if value is None else value
     stacked = []
     for v in values:
         row = (v[0] if per_sample else v) if v is not None else torch.zeros(shape, dtype=rows[0].dtype)
+        if key in EDGE_PADDED and len(row) < shape[0]:
+            row = torch.cat([row, row[-1:].expand(shape[0] - len(row), *row.shape[1:])])
         stacked.append(pad_to(row, shape, value))
-    return torch.stack(stacked)
+    out = torch.stack(stacked)
+    if key in FIRST_TILE_ON:
+        out[..., 0] = 1
+    return out
 
 
 def show_labels(input_ids: torch.Tensor, labels: torch.Tensor, tokenizer: Any, image_id: int) -> str:

@@ -5,7 +5,9 @@ Columns: the processor loads; LoRA sits on the language model only; the connecto
 single-turn, a multi-turn and a rejection record train exactly the answers and the family's end of turn (decoded
 and compared); a mixture with text-only and multi-turn records loses no record; NF4 training runs with a finite,
 falling loss; the adapter saves and reloads to the same outputs; batched greedy generation equals one item at a
-time; two images go into one prompt. A family that cannot pass a column says why.
+time; two images go into one prompt; the stage-03 path matches plain transformers (ids, every processor tensor,
+the loss) on replicas of varied shape settings (`tools.differential`, the number drawn in the cell). A family that
+cannot pass a column says why.
 CLI: `python -m mllm_safety.tools.conformance [families] --out docs/conformance.md`.
 """
 
@@ -39,7 +41,19 @@ END_OF_TURN = {
     "paligemma": "",
 }
 UNSUPPORTED = {"paligemma": MODEL_UNSUPPORTED["paligemma"]}  # family -> why (core.modeling refuses the model type)
-COLUMNS = ("processor", "lora", "connector", "labels", "no_skips", "training", "adapter", "batched", "two_images")
+COLUMNS = (
+    "processor",
+    "lora",
+    "connector",
+    "labels",
+    "no_skips",
+    "training",
+    "adapter",
+    "batched",
+    "two_images",
+    "differential",
+)
+HEADERS = {"differential": "matches plain transformers on varied configurations"}  # column -> its header
 IMAGE_SIZE = (224, 224)
 
 
@@ -49,6 +63,7 @@ class Row:
 
     family: str
     cells: dict[str, str] = field(default_factory=dict)
+    configurations: int = 0  # shape settings the differential column drew
 
     def passed(self) -> bool:
         return all(self.cells.get(c) == "ok" for c in COLUMNS)
@@ -208,6 +223,14 @@ class Checker:
         generate_batch(model.eval(), self.processor, [item], "chat_template", Decoding(max_new_tokens=3))
         return "ok"
 
+    def differential(self) -> str:
+        from .differential import check_family
+
+        outcome = check_family(self.family)
+        self.configurations = len(outcome.settings)
+        problems = outcome.problems
+        return "ok" if not problems else f"{len(problems)} disagreement(s) with plain transformers: {problems[0]}"
+
 
 CHECKS: dict[str, Callable[[Checker], str]] = {
     "processor": Checker.processor_loads,
@@ -219,6 +242,7 @@ CHECKS: dict[str, Callable[[Checker], str]] = {
     "adapter": Checker.adapter,
     "batched": Checker.batched,
     "two_images": Checker.two_images,
+    "differential": Checker.differential,
 }
 
 
@@ -252,6 +276,7 @@ def check_family(family: str, work: Path) -> Row:
             row.cells[column] = check(checker)
         except Exception as e:  # a conformance cell reports any failure: that is its purpose
             row.cells[column] = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+    row.configurations = getattr(checker, "configurations", 0)
     return row
 
 
@@ -265,12 +290,16 @@ def markdown(rows: list[Row]) -> str:
         "regenerate with `python -m mllm_safety.tools.conformance --out docs/conformance.md`; `make test` fails when "
         "this page is not what a run produces). Columns: " + ", ".join(COLUMNS) + " (see docs/models.md).\n\n"
     )
-    head = title + "| family | stands for | " + " | ".join(COLUMNS) + " |\n|---|---|" + "---|" * len(COLUMNS) + "\n"
+    names = [HEADERS.get(c, c) for c in COLUMNS]
+    head = title + "| family | stands for | " + " | ".join(names) + " |\n|---|---|" + "---|" * len(COLUMNS) + "\n"
     lines, notes = [], []
     for row in rows:
         checkpoint = REPLICAS[row.family].checkpoint if row.family in REPLICAS else FAMILIES[row.family][0]
         unsupported = row.family in UNSUPPORTED
         cells = ["n/a" if unsupported else "✓" if row.cells[c] == "ok" else "✗" for c in COLUMNS]
+        if not unsupported:  # how many shape settings the differential column drew
+            plural = "s" if row.configurations != 1 else ""
+            cells[COLUMNS.index("differential")] += f" ({row.configurations} configuration{plural})"
         lines.append(f"| {row.family} | `{checkpoint}` | " + " | ".join(cells) + " |")
         if not unsupported:
             notes += [f"- {row.family}, {c}: {row.cells[c]}" for c in COLUMNS if row.cells[c] != "ok"]

@@ -6,7 +6,8 @@ is checked is what a real model would see (576 image tokens for LLaVA-1.5, NeXT'
 Llama-2 tokenizer's ids). The processing files live in `tools/replica_specs/<checkpoint>/`; the tokenizers are
 built from registry packages (fetched by `tools.assets`, found through `core.assets`).
 CLI: `python -m mllm_safety.tools.replicas llava-1.5 --out runs/replicas/llava-1.5` (`--full-size` keeps the
-checkpoint's own layer sizes: a random-initialised model of the real shape, for GPU benchmarks).
+checkpoint's own layer sizes: a random-initialised model of the real shape, for GPU benchmarks; `--settings` JSON
+changes the shape settings a family varies, `families.SHAPES`: base size, patch size, tiles, grid, ...).
 """
 
 from __future__ import annotations
@@ -161,8 +162,11 @@ def shrunk_config(config: dict[str, Any], shrink: dict[str, dict[str, Any]]) -> 
     return out
 
 
-def build_replica(family: str, out: str | Path, seed: int = 0, full_size: bool = False) -> Path:
-    """Write a replica folder (processing files, real tokenizer, random weights) and check that it loads."""
+def build_replica(
+    family: str, out: str | Path, seed: int = 0, full_size: bool = False, settings: dict[str, Any] | None = None
+) -> Path:
+    """Write a replica folder (processing files, real tokenizer, random weights) and check that it loads;
+    `settings` replaces shape settings of the checkpoint (families.SHAPES: base size, patch, tiles, grid, ...)."""
     from transformers import AutoProcessor
 
     from ..core.compat import allow_processors_without_video
@@ -173,15 +177,23 @@ def build_replica(family: str, out: str | Path, seed: int = 0, full_size: bool =
         if full_size:
             raise DataFormatError(f"--full-size exists for the LLaVA replicas only, not {family!r}")
         checkpoint = FAMILIES[family][0]
-        build_family(family, out, seed)
+        build_family(family, out, seed, check_settings(family, settings))
     elif family in REPLICAS:
+        check_settings(family, settings)
         checkpoint = REPLICAS[family].checkpoint
         build_llava(family, out, seed, full_size)
     else:
         raise DataFormatError(f"no replica for {family!r}; the replicas are {sorted([*REPLICAS, *FAMILIES])}")
     write_json(
         out / "replica.json",
-        {"checkpoint": checkpoint, "family": family, "seed": seed, "full_size": full_size, "random_weights": True},
+        {
+            "checkpoint": checkpoint,
+            "family": family,
+            "seed": seed,
+            "full_size": full_size,
+            "settings": settings or {},
+            "random_weights": True,
+        },
     )
     allow_processors_without_video()
     AutoProcessor.from_pretrained(out)  # the folder must load as the real one does
@@ -206,7 +218,36 @@ def build_llava(family: str, out: Path, seed: int, full_size: bool) -> None:
     model.save_pretrained(out)
 
 
-def build_family(family: str, out: Path, seed: int) -> None:
+def check_settings(family: str, settings: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The settings, if the family varies every one of them (families.SHAPES); otherwise an error naming them."""
+    from .families import SHAPES
+
+    known = SHAPES.get(family, ({}, {}))[1]
+    unknown = sorted(set(settings or {}) - set(known))
+    if unknown:
+        raise DataFormatError(f"replica {family!r}: settings {unknown} cannot be varied; it varies {sorted(known)}")
+    return settings
+
+
+def draw_settings(family: str, count: int, seed: int) -> list[dict[str, Any]]:
+    """`count` shape settings of a family: the checkpoint's own first, then seeded draws from families.SHAPES
+    (fewer when the family varies nothing, or has fewer distinct combinations)."""
+    import random
+
+    from .families import SHAPES
+
+    real, varied = SHAPES.get(family, ({}, {}))
+    drawn, rng = [dict(real)], random.Random(f"{family}:{seed}")
+    for _ in range(50 * count):
+        if len(drawn) >= count or not varied:
+            break
+        pick = {key: rng.choice(choices) for key, choices in varied.items()}
+        if pick not in drawn:
+            drawn.append(pick)
+    return drawn
+
+
+def build_family(family: str, out: Path, seed: int, settings: dict[str, Any] | None = None) -> None:
     """A replica of another family: its builder makes the processor and a tiny model, both saved into `out`."""
     import shutil as sh
 
@@ -216,7 +257,7 @@ def build_family(family: str, out: Path, seed: int) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    model, processor = FAMILIES[family][1](out)
+    model, processor = FAMILIES[family][1](out, settings)
     model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
     model.save_pretrained(out)
     processor.save_pretrained(out)
@@ -230,8 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--full-size", action="store_true", help="keep the checkpoint's layer sizes (GPU benchmarks)")
+    p.add_argument("--settings", type=json.loads, help="shape settings as JSON, e.g. '{\"image_size\": 28}'")
     args = p.parse_args(argv)
-    return run_cli(lambda: print(build_replica(args.family, args.out, args.seed, args.full_size)))
+    return run_cli(lambda: print(build_replica(args.family, args.out, args.seed, args.full_size, args.settings)))
 
 
 if __name__ == "__main__":

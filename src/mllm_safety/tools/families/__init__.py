@@ -15,6 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import gemma as gemma_module
+from . import idefics as idefics_module
+from . import internvl as internvl_module
+from . import llava_onevision as onevision_module
+from . import mllama as mllama_module
+from . import qwen as qwen_module
 from .gemma import gemma3, paligemma
 from .idefics import idefics3
 from .internvl import internvl
@@ -22,17 +28,29 @@ from .llava_onevision import llava_onevision
 from .mllama import mllama
 from .qwen import qwen_vl
 
-__all__ = ["FAMILIES"]
+__all__ = ["FAMILIES", "SHAPES"]
 
-# family -> (the checkpoint it stands for, builder)
-FAMILIES: dict[str, tuple[str, Callable[[Path], tuple[Any, Any]]]] = {
-    "qwen2-vl": ("Qwen/Qwen2-VL-7B-Instruct", lambda out: qwen_vl(out, "2")),
-    "qwen2.5-vl": ("Qwen/Qwen2.5-VL-7B-Instruct", lambda out: qwen_vl(out, "2.5")),
+Settings = dict[str, Any]
+# family -> (the checkpoint it stands for, builder of (model, processor) from a folder and shape settings)
+FAMILIES: dict[str, tuple[str, Callable[[Path, Settings | None], tuple[Any, Any]]]] = {
+    "qwen2-vl": ("Qwen/Qwen2-VL-7B-Instruct", lambda out, s=None: qwen_vl(out, "2", s)),
+    "qwen2.5-vl": ("Qwen/Qwen2.5-VL-7B-Instruct", lambda out, s=None: qwen_vl(out, "2.5", s)),
     "internvl": ("OpenGVLab/InternVL3-8B-hf", internvl),
     "llava-onevision": ("llava-hf/llava-onevision-qwen2-7b-ov-hf", llava_onevision),
     "gemma3": ("google/gemma-3-4b-it", gemma3),
     "idefics3": ("HuggingFaceM4/Idefics3-8B-Llama3", idefics3),
-    "smolvlm": ("HuggingFaceTB/SmolVLM-256M-Instruct", lambda out: idefics3(out, smolvlm=True)),
+    "smolvlm": ("HuggingFaceTB/SmolVLM-256M-Instruct", lambda out, s=None: idefics3(out, s, smolvlm=True)),
     "mllama": ("meta-llama/Llama-3.2-11B-Vision-Instruct", mllama),
-    "paligemma": ("google/paligemma2-3b-mix-224", paligemma),
+    "paligemma": ("google/paligemma2-3b-mix-224", lambda out, s=None: paligemma(out)),
+}
+# family -> (the checkpoint's shape settings, the choices a varied replica draws from); absent: not varied yet
+SHAPES: dict[str, tuple[Settings, dict[str, tuple[Any, ...]]]] = {
+    "qwen2-vl": (qwen_module.REAL, qwen_module.VARIED),
+    "qwen2.5-vl": (qwen_module.REAL, qwen_module.VARIED),
+    "internvl": (internvl_module.REAL, internvl_module.VARIED),
+    "llava-onevision": (onevision_module.REAL, onevision_module.VARIED),
+    "gemma3": (gemma_module.REAL, gemma_module.VARIED),
+    "idefics3": (idefics_module.real(idefics_module.IDEFICS3), idefics_module.VARIED),
+    "smolvlm": (idefics_module.real(idefics_module.SMOLVLM), idefics_module.VARIED),
+    "mllama": (mllama_module.REAL, mllama_module.VARIED),
 }

@@ -37,7 +37,12 @@ def gemma3_tokenizer(out: Path) -> Any:
     return AutoTokenizer.from_pretrained(folder)
 
 
-def gemma3_config() -> dict[str, Any]:
+# Gemma 3's settings that change tensor shapes: the checkpoint's, and the choices the differential tests draw from
+REAL = {"image_size": 896, "patch_size": 14, "mm_tokens_per_image": 256}
+VARIED = {"image_size": (56, 112), "patch_size": (14, 7), "mm_tokens_per_image": (4, 16)}  # a square that pools
+
+
+def gemma3_config(s: dict[str, Any] = REAL) -> dict[str, Any]:
     """Gemma3Config's arguments: Gemma 3 text (sliding and full attention) and SigLIP 896, tiny sizes, real ids."""
     text = {
         **TEXT,
@@ -52,32 +57,40 @@ def gemma3_config() -> dict[str, Any]:
     vision = {
         **VISION,
         "model_type": "siglip_vision_model",
-        "image_size": 896,
-        "patch_size": 14,
+        "image_size": s["image_size"],
+        "patch_size": s["patch_size"],
         "vision_use_head": False,
     }
     return {
         "text_config": text,
         "vision_config": vision,
-        "mm_tokens_per_image": 256,
+        "mm_tokens_per_image": s["mm_tokens_per_image"],
         "boi_token_index": 255999,
         "eoi_token_index": 256000,
         "image_token_index": 262144,
     }
 
 
-def gemma3(out: Path) -> tuple[Any, Any]:
+def gemma3(out: Path, settings: dict[str, Any] | None = None) -> tuple[Any, Any]:
     """gemma-3-4b-it: the registry's Gemma 3 tokenizer as shipped, <start_of_image> + 256 soft tokens, SigLIP 896."""
     import transformers as tf
 
+    s = {**REAL, **(settings or {})}
     tokenizer = gemma3_tokenizer(out)
     images = tf.Gemma3ImageProcessorPil(
-        size={"height": 896, "width": 896}, image_mean=HALF, image_std=HALF, resample=2, do_pan_and_scan=None
+        size={"height": s["image_size"], "width": s["image_size"]},
+        image_mean=HALF,
+        image_std=HALF,
+        resample=2,
+        do_pan_and_scan=None,
     )
     processor = tf.Gemma3Processor(
-        image_processor=images, tokenizer=tokenizer, image_seq_length=256, chat_template=template("gemma-3-4b-it")
+        image_processor=images,
+        tokenizer=tokenizer,
+        image_seq_length=s["mm_tokens_per_image"],
+        chat_template=template("gemma-3-4b-it"),
     )
-    model = tf.Gemma3ForConditionalGeneration(tf.Gemma3Config(**gemma3_config()))
+    model = tf.Gemma3ForConditionalGeneration(tf.Gemma3Config(**gemma3_config(s)))
     model.generation_config.eos_token_id = [1, 106]  # <eos> and <end_of_turn>, as the checkpoint's
     return model, processor
 

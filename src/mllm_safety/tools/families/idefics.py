@@ -1,8 +1,9 @@
-"""The Idefics3-8B-Llama3 and SmolVLM-256M-Instruct replicas (one architecture, two tokenizers and geometries)."""
+"""The Idefics3-8B-Llama3 and SmolVLM-256M-Instruct replicas (one architecture, two tokenizers and geometries);
+their shape settings can be varied (`real`, `VARIED`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,29 @@ SMOLVLM = Variant(
 )
 
 
+# the choices the differential tests draw from (tokens per tile and the longest edge follow)
+VARIED = {"image_size": (28, 56), "patch_size": (14, 7), "scale_factor": (1, 2), "tiles_per_side": (1, 2, 4)}
+
+
+def real(variant: Variant) -> dict[str, Any]:
+    """The checkpoint's shape settings: tile size, patch size, pixel-shuffle scale, tiles along the longest edge."""
+    return {
+        "image_size": variant.tile,
+        "patch_size": variant.patch,
+        "scale_factor": variant.scale,
+        "tiles_per_side": variant.longest // variant.tile,
+    }
+
+
+def varied(variant: Variant, s: dict[str, Any]) -> Variant:
+    """The variant with other shape settings: 169 tokens per 364 px tile at patch 14 and scale 2."""
+    seq = (s["image_size"] // s["patch_size"] // s["scale_factor"]) ** 2
+    longest = s["image_size"] * s["tiles_per_side"]
+    return replace(
+        variant, tile=s["image_size"], patch=s["patch_size"], scale=s["scale_factor"], seq=seq, longest=longest
+    )
+
+
 def image_settings(variant: Variant) -> dict[str, Any]:
     """The image processor's settings: resized to the longest edge, split into tiles, bilinear, [-1, 1]."""
     return {
@@ -70,7 +94,7 @@ def image_settings(variant: Variant) -> dict[str, Any]:
     }
 
 
-def idefics3(out: Path, smolvlm: bool = False) -> tuple[Any, Any]:
+def idefics3(out: Path, settings: dict[str, Any] | None = None, smolvlm: bool = False) -> tuple[Any, Any]:
     """Idefics3-8B-Llama3 (Llama 3.1 tokenizer, 364 px tiles, 169 tokens each) or SmolVLM-256M-Instruct (the same
     architecture with SmolLM2's tokenizer ids, 512 px tiles, 64 tokens each)."""
     import transformers as tf
@@ -82,6 +106,7 @@ def idefics3(out: Path, smolvlm: bool = False) -> tuple[Any, Any]:
         tokenizer = npm_tokenizer(
             out, "tokenizer-llama3_1", IDEFICS3_TOKENIZER, extra=IDEFICS3_EXTRA, rename=LLAMA31_NAMES
         )
+    variant = varied(variant, {**real(variant), **(settings or {})})
     images = tf.Idefics3ImageProcessorPil(**image_settings(variant))
     processor = tf.Idefics3Processor(
         image_processor=images,

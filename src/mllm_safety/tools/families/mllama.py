@@ -1,4 +1,4 @@
-"""The Llama-3.2-11B-Vision-Instruct (Mllama) replica."""
+"""The Llama-3.2-11B-Vision-Instruct (Mllama) replica; its shape settings can be varied (`REAL`, `VARIED`)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,17 @@ TOKENIZER = {
     "model_max_length": 131072,
     "model_input_names": ["input_ids", "attention_mask"],
 }
+# the settings that change tensor shapes: the checkpoint's, and the choices the differential tests draw from
+REAL = {"image_size": 560, "patch_size": 14, "max_image_tiles": 4}
+VARIED = {"image_size": (28, 56), "patch_size": (14, 7), "max_image_tiles": (1, 2, 4)}
 
 
-def model_config() -> dict[str, Any]:
+def aspect_ratios(tiles: int) -> list[list[int]]:
+    """Every tile layout (rows, columns) of at most `tiles` tiles: the checkpoint's eight for 4."""
+    return [[h, w] for h in range(1, tiles + 1) for w in range(1, tiles + 1) if h * w <= tiles]
+
+
+def model_config(s: dict[str, Any] = REAL) -> dict[str, Any]:
     """MllamaConfig's arguments: a tiled vision tower and a text model with one cross-attention layer, tiny sizes."""
     vision = {
         "hidden_size": 32,
@@ -26,11 +34,11 @@ def model_config() -> dict[str, Any]:
         "attention_heads": 2,
         "intermediate_size": 64,
         "vision_output_dim": 96,
-        "image_size": 560,
-        "patch_size": 14,
-        "max_num_tiles": 4,
+        "image_size": s["image_size"],
+        "patch_size": s["patch_size"],
+        "max_num_tiles": s["max_image_tiles"],
         "intermediate_layers_indices": [0, 1],
-        "supported_aspect_ratios": [[1, 1], [1, 2], [1, 3], [1, 4], [2, 1], [2, 2], [3, 1], [4, 1]],
+        "supported_aspect_ratios": aspect_ratios(s["max_image_tiles"]),
     }
     text = {
         **TEXT,
@@ -44,22 +52,23 @@ def model_config() -> dict[str, Any]:
     return {"vision_config": vision, "text_config": text, "image_token_index": 128256}
 
 
-def mllama(out: Path) -> tuple[Any, Any]:
+def mllama(out: Path, settings: dict[str, Any] | None = None) -> tuple[Any, Any]:
     """Llama-3.2-11B-Vision-Instruct: one <|image|> per image, cross-attention layers, 4 tiles of 560 px."""
     import transformers as tf
 
+    s = {**REAL, **(settings or {})}
     tokenizer = npm_tokenizer(
         out, "tokenizer-llama3_1", TOKENIZER, extra=((128256, "<|image|>", True),), rename=LLAMA31_NAMES
     )
     images = tf.MllamaImageProcessorPil(
-        size={"height": 560, "width": 560},
+        size={"height": s["image_size"], "width": s["image_size"]},
         image_mean=CLIP_MEAN,
         image_std=CLIP_STD,
         do_pad=True,
-        max_image_tiles=4,
+        max_image_tiles=s["max_image_tiles"],
         resample=2,
     )
     processor = tf.MllamaProcessor(
         image_processor=images, tokenizer=tokenizer, chat_template=template("Llama-3.2-11B-Vision-Instruct")
     )
-    return tf.MllamaForConditionalGeneration(tf.MllamaConfig(**model_config())), processor
+    return tf.MllamaForConditionalGeneration(tf.MllamaConfig(**model_config(s))), processor

@@ -1,4 +1,4 @@
-"""Qwen2-VL-7B-Instruct and Qwen2.5-VL-7B-Instruct replicas."""
+"""Qwen2-VL-7B-Instruct and Qwen2.5-VL-7B-Instruct replicas; their shape settings can be varied (`REAL`, `VARIED`)."""
 
 from __future__ import annotations
 
@@ -16,15 +16,19 @@ IDS = {
     "vision_end_token_id": 151653,
 }
 
+# the settings that change tensor shapes: the checkpoints', and the choices the differential tests draw from
+REAL = {"patch_size": 14, "merge_size": 2, "max_pixels": 12845056}
+VARIED = {"patch_size": (14, 8), "merge_size": (2, 1), "max_pixels": (12845056, 12544)}
 
-def image_settings() -> dict[str, Any]:
+
+def image_settings(s: dict[str, Any] = REAL) -> dict[str, Any]:
     """The image processor's settings: smart-resize to multiples of 28, CLIP normalisation."""
     return {
         "min_pixels": 3136,
-        "max_pixels": 12845056,
-        "patch_size": 14,
+        "max_pixels": s["max_pixels"],
+        "patch_size": s["patch_size"],
         "temporal_patch_size": 2,
-        "merge_size": 2,
+        "merge_size": s["merge_size"],
         "image_mean": CLIP_MEAN,
         "image_std": CLIP_STD,
     }
@@ -41,8 +45,9 @@ def text_config() -> dict[str, Any]:
     }
 
 
-def vision_config(version: str) -> dict[str, Any]:
+def vision_config(version: str, s: dict[str, Any] = REAL) -> dict[str, Any]:
     """The vision tower's config, Qwen2-VL's (`version` "2") or Qwen2.5-VL's windowed one, tiny sizes."""
+    shape = {"patch_size": s["patch_size"], "spatial_merge_size": s["merge_size"]}
     if version == "2":
         return {
             "depth": 2,
@@ -50,9 +55,8 @@ def vision_config(version: str) -> dict[str, Any]:
             "hidden_size": 64,
             "num_heads": 2,
             "mlp_ratio": 2,
-            "patch_size": 14,
-            "spatial_merge_size": 2,
             "temporal_patch_size": 2,
+            **shape,
         }
     return {
         "depth": 2,
@@ -60,9 +64,8 @@ def vision_config(version: str) -> dict[str, Any]:
         "intermediate_size": 64,
         "num_heads": 2,
         "out_hidden_size": 64,
-        "patch_size": 14,
-        "spatial_merge_size": 2,
         "temporal_patch_size": 2,
+        **shape,
         "window_size": 112,
         "fullatt_block_indexes": [1],
         "tokens_per_second": 2,
@@ -70,20 +73,21 @@ def vision_config(version: str) -> dict[str, Any]:
     }
 
 
-def qwen_vl(out: Path, version: str) -> tuple[Any, Any]:
+def qwen_vl(out: Path, version: str, settings: dict[str, Any] | None = None) -> tuple[Any, Any]:
     """Qwen2-VL-7B-Instruct or Qwen2.5-VL-7B-Instruct: ChatML, <|vision_start|><|image_pad|><|vision_end|>,
     smart-resize to multiples of 28 (min 3136, max 12845056 pixels), M-RoPE."""
     import transformers as tf
 
+    s = {**REAL, **(settings or {})}
     allow_processors_without_video()
     checkpoint = "Qwen2-VL-7B-Instruct" if version == "2" else "Qwen2.5-VL-7B-Instruct"
     tokenizer = npm_tokenizer(out, "tokenizer-qwen3", QWEN_TOKENIZER, keep_up_to=151656 if version == "2" else 151664)
-    images = tf.Qwen2VLImageProcessorPil(**image_settings())
+    images = tf.Qwen2VLImageProcessorPil(**image_settings(s))
     processor_cls = tf.Qwen2VLProcessor if version == "2" else tf.Qwen2_5_VLProcessor
     processor = processor_cls(
         image_processor=images, tokenizer=tokenizer, video_processor=None, chat_template=template(checkpoint)
     )
-    text, vision = text_config(), vision_config(version)
+    text, vision = text_config(), vision_config(version, s)
     if version == "2":
         model = tf.Qwen2VLForConditionalGeneration(tf.Qwen2VLConfig(text_config=text, vision_config=vision, **IDS))
     else:
