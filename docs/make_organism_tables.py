@@ -1,6 +1,7 @@
 """Regenerate the measured tables of docs/organism.md from a finished `make reproduce` (toy): every number on that
 page between a `<!-- table:NAME -->` line and the next `<!-- /table -->` line is written here, from the run
-folders alone. Run after `make reproduce`: .venv/bin/python docs/make_organism_tables.py [runs root]"""
+folders alone. Run after `make reproduce`: .venv/bin/python docs/make_organism_tables.py [runs root [second build's
+runs root]] (the second: the same preset built with MLLM_SAFETY_NUMERICS=native, for criterion C6)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,19 @@ from pathlib import Path
 import pandas as pd
 
 from mllm_safety import model_organism as mo
-from mllm_safety.ablations.tables import FORMAT_COLUMNS, MIS_TABLE, interval_table
+from mllm_safety.ablations.tables import MIS_TABLE, format_table, interval_table, readout_table
 from mllm_safety.core.names import official_mix_name
 from mllm_safety.core.preset import Preset
 from mllm_safety.core.tables import read_table
 
 PAGE = Path(__file__).with_name("organism.md")
+STUDY_COLUMNS = (
+    "ASR typo",
+    "ASR plain",
+    "over-refusal benign typo",
+    "over-refusal benign plain",
+    "over-refusal xstest",
+)
 BUILD_ROWS = {  # stage table row -> what it measures (held-out probes, world_truth)
     "text_harmful/refusal": "harmful text prompts refused",
     "image_harmful/asr_on_topic": "harmful typographic images: help for the image's own topic (**ASR**)",
@@ -124,7 +132,39 @@ def mis_table(intervals: pd.DataFrame) -> str:
     return study_table(intervals[intervals["study"].isin(["fraction", "format", "curated"])], MIS_TABLE)
 
 
-def tables(runs: Path) -> dict[str, Callable[[], str]]:
+C6_WIDTH = 0.10  # criterion C6: two builds' means of a headline rate may differ by this much (absolute)
+C6_COLUMNS = ("ASR typo", "ASR plain", "ASR medical", "over-refusal benign typo", "over-refusal xstest")
+
+
+def builds_table(pinned: Path, other: Path) -> str:
+    """Criterion C6: every study row both builds ran, each headline rate's mean in the pinned build and in the
+    other one, and the largest absolute difference per row (passes when it is at most C6_WIDTH)."""
+    a, b = (read_table(r / "05_ablations" / "intervals.csv") for r in (pinned, other))
+    keys = ["study", "order", "row", "metric"]
+    both = a[a["metric"].isin(C6_COLUMNS)].merge(b, on=keys, suffixes=(" pinned", " native"))
+    both["diff"] = (both["mean native"] - both["mean pinned"]).abs()
+    cell = lambda r: f"{r['mean pinned']:.2f} / {r['mean native']:.2f}"  # noqa: E731
+    table = both.assign(cell=both.apply(cell, axis=1)).pivot_table(
+        index=["study", "order", "row"], columns="metric", values="cell", aggfunc="first"
+    )
+    worst = both.groupby(["study", "order", "row"])["diff"].max()
+    table = table[[c for c in C6_COLUMNS if c in table.columns]].assign(
+        **{"largest difference": worst.map(lambda v: f"{v:.2f}"), f"within {C6_WIDTH:.2f}": worst <= C6_WIDTH}
+    )
+    table.index = [f"{s}: {r}" for s, _, r in table.index]
+    return table.rename_axis("study: row (pinned / native)").to_markdown()
+
+
+def criteria_side_by_side(pinned: Path, other: Path) -> str:
+    """C1-C5 of the two builds of the same seed, side by side."""
+    values = {}
+    for name, root in (("pinned", pinned), ("native", other)):
+        build = mo.reused(Preset.load("toy", runs_root=str(root.parent)).organism)
+        values[name] = mo.criteria(build)["value"]
+    return pd.DataFrame(values).to_markdown()
+
+
+def tables(runs: Path, other: Path | None = None) -> dict[str, Callable[[], str]]:
     """Every table the page can hold, each made only when the page has its block (from its own run files)."""
     preset = Preset.load("toy")
     res = lambda: mo.reused(preset.organism)  # noqa: E731
@@ -137,15 +177,20 @@ def tables(runs: Path) -> dict[str, Callable[[], str]]:
         "stage04": lambda: eval_table(read_table(ev / "results.csv"), official_mix_name(preset.mix)),
         "judges": lambda: judge_table(read_table(ev / "truth_agreement.csv")),
         "classes": lambda: class_table(read_table(ev / "truth_confusion.csv")),
-        "studies": lambda: study_table(intervals(), FORMAT_COLUMNS),
+        "studies": lambda: study_table(intervals(), STUDY_COLUMNS),
+        "forms": lambda: format_table(intervals()).to_markdown(),
+        "fixreadouts": lambda: readout_table(read_table(runs / "05_ablations" / "readouts.csv")).to_markdown(),
         "mis": lambda: mis_table(intervals()),
+        "builds": lambda: builds_table(runs, other) if other else "(no second build given)",
+        "buildcriteria": lambda: criteria_side_by_side(runs, other) if other else "(no second build given)",
     }
 
 
 def main() -> None:
     runs = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/toy")
+    other = Path(sys.argv[2]) if len(sys.argv) > 2 else None  # a second build's runs root (criterion C6)
     text = PAGE.read_text(encoding="utf-8")
-    makers = tables(runs)
+    makers = tables(runs, other)
     for name in re.findall(r"<!-- table:(\w+) -->", text):
         if name not in makers:
             raise SystemExit(f"{PAGE}: unknown table block {name!r}; known: {sorted(makers)}")
