@@ -147,6 +147,9 @@ def test_a_failing_notebook_names_itself_and_the_cell(tmp_path):
     path.write_text(yaml.safe_dump(preset), encoding="utf-8")
     with pytest.raises(RuntimeError, match=r"01_data_bias.ipynb failed at cell \d+ .*DataFormatError"):
         run_notebook("01", str(path), tmp_path / "executed")
+    executed = nbformat.read(tmp_path / "executed" / "01_data_bias.ipynb", as_version=4)  # a reader sees it stopped
+    assert executed.cells[0].source.startswith("**Unfinished run.**") and "DataFormatError" in executed.cells[0].source
+    assert not list((tmp_path / "executed").glob("*.running.ipynb"))
 
 
 @pytest.mark.parametrize("preset", shipped_presets())

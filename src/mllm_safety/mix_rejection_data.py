@@ -204,9 +204,13 @@ def what_we_saw(res: MixResult) -> str:
     curated = summary[summary.index.str.startswith("vlguard_")]
     if len(curated):
         refusals = curated["refusal_record_share/paper_strmatch"]
+        plain = [m for m in curated.index if m.endswith("plain_refusals")]
+        how = (
+            "each variant's own replies (VLGuard's detailed refusals; the plain sentence in the plain_refusals variant)"
+        )
         lines.append(
             f"- Curated VLGuard mixtures: {refusals.min():.1%}–{refusals.max():.1%} of records hold a refusal "
-            "(paper_strmatch), written as detailed replies rather than one sentence."
+            f"(paper_strmatch), in {how if plain else 'VLGuard detailed refusals, not one sentence'}."
         )
     return "\n".join(lines)
 

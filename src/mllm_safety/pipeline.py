@@ -126,15 +126,41 @@ def run_notebook(stage: str, preset: str, out_dir: Path, edits: dict[str, Any] |
     parameters = {**notebook_parameters(src, values), **checked_edits(src, values, edits or {})}
     out = out_dir / NOTEBOOKS[stage]
     out.parent.mkdir(parents=True, exist_ok=True)
+    running = out.with_name(out.stem + RUNNING)  # its name says so until it finishes (a killed run keeps it)
+    out.unlink(missing_ok=True)
     try:
         papermill.execute_notebook(
-            str(src), str(out), parameters=parameters, kernel_name=KERNEL, cwd=str(root), progress_bar=True
+            str(src), str(running), parameters=parameters, kernel_name=KERNEL, cwd=str(root), progress_bar=True
         )
     except PapermillExecutionError as e:
+        mark_unfinished(running, out, f"cell {e.cell_index} raised {e.ename}: {e.evalue}")
         raise RuntimeError(
             f"notebook {src.name} failed at cell {e.cell_index} ({e.ename}: {e.evalue}); the executed notebook is {out}"
         ) from None
+    except BaseException as e:  # interrupted (Ctrl-C) or any other stop: the copy says it is unfinished
+        mark_unfinished(running, out, f"interrupted ({type(e).__name__})")
+        raise
+    running.replace(out)
     return out
+
+
+RUNNING = ".running.ipynb"  # the executed copy's suffix while papermill writes it
+UNFINISHED = (
+    "**Unfinished run.** This executed copy stopped before its end ({why}); the outputs below end there. "
+    "Run it again (`make reproduce`, or `python -m mllm_safety.pipeline run --stages ...`)."
+)
+
+
+def mark_unfinished(running: Path, out: Path, why: str) -> None:
+    """Put a banner cell first in a half-run copy and give it the notebook's name (nothing when none was written)."""
+    import nbformat
+
+    if not running.is_file():
+        return
+    nb = nbformat.read(running, as_version=4)
+    nb.cells.insert(0, nbformat.v4.new_markdown_cell(UNFINISHED.format(why=why)))
+    nbformat.write(nb, out)
+    running.unlink()
 
 
 def main(argv: list[str] | None = None) -> int:
