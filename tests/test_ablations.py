@@ -261,3 +261,4 @@ def test_study_readouts_pool_seeds_and_items_and_give_the_probes_range(tmp_path)
     assert out.loc["harm probe AUROC", ["mean", "ci_low", "ci_high"]].tolist() == pytest.approx([0.7, 0.6, 0.8])
     shown = readout_table(out.reset_index())
     assert shown.loc["medical-style questions", "harm probe AUROC"] == "0.70 [0.60, 0.80]"
+    assert list(shown.columns) == ["margin: typo", "harm probe AUROC"]  # an uncatalogued key keeps its name

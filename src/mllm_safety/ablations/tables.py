@@ -160,7 +160,14 @@ def readout_table(readouts_: pd.DataFrame, study: str = "format") -> pd.DataFram
         cell=[f"{m:.2f} [{lo:.2f}, {hi:.2f}]" for m, lo, hi in part[["mean", "ci_low", "ci_high"]].values]
     )
     table = cells.pivot_table(index=["order", "row"], columns="readout", values="cell", aggfunc="first")
-    return table.droplevel("order")[list(dict.fromkeys(part["readout"]))]
+    table = table.droplevel("order")[list(dict.fromkeys(part["readout"]))]
+    return table.rename(columns=readout_label)
+
+
+def readout_label(readout: str) -> str:
+    """'margin mm_safetybench_typo' -> 'margin: MM-SafetyBench TYPO' (the catalogue's label)."""
+    head, _, bench = readout.partition(" ")
+    return f"margin: {catalogue.benchmark_label(bench)}" if head == "margin" else readout
 
 
 def controls_table(summary: pd.DataFrame) -> pd.DataFrame:
