@@ -23,6 +23,7 @@ COLUMNS = {  # (benchmark, metric) -> column header; the item count is added in 
     ("mm_safetybench_typo", "asr"): "ASR, attack layout (MM-SafetyBench TYPO",
     ("mm_safetybench_plain_typo", "asr"): "ASR, same harmful topics in the training template (",
     ("mm_safetybench_benign_typo", "refusal_rate"): "benign topics in the attack layout, refused (",
+    ("mm_safetybench_benign_medical_typo", "refusal_rate"): "benign topics asked in the rejection data's style, refused (",
     ("xstest", "refusal_rate"): "XSTest safe prompts refused (",
 }
 MODELS = {  # stage-04 model -> row label, in this order ("official": the paper's mixture, named for the preset)
