@@ -255,3 +255,30 @@ def test_a_varied_replica_records_its_settings_and_its_processor_and_model_agree
     assert (vision.image_size, vision.patch_size, vision.max_num_tiles) == (28, 7, 2)
     assert (images.size["height"], images.max_image_tiles) == (28, 2)
     assert vision.supported_aspect_ratios == [[1, 1], [1, 2], [2, 1]]
+
+
+@pytest.mark.parametrize("family", ["llava-1.5", "llava-next"])
+def test_the_llava_checkpoints_own_settings_leave_its_spec_files_as_they_are(family):
+    import json
+
+    from mllm_safety.tools.families import SHAPES
+    from mllm_safety.tools.families.llava import PROCESSING, reshape
+    from mllm_safety.tools.replicas import REPLICAS, SPECS
+
+    spec = SPECS / REPLICAS[family].spec
+    files = {name: json.loads((spec / name).read_text()) for name in ("config.json", *PROCESSING)}
+    assert reshape(family, files, SHAPES[family][0]) == files
+
+
+def test_a_varied_llava_next_replica_has_its_processor_follow_its_model(tmp_path):
+    from transformers import AutoConfig
+
+    settings = {"image_size": 28, "patch_size": 7, "vision_feature_select_strategy": "full", "grid": "1x1,1x2,2x1"}
+    path = build_replica("llava-next", tmp_path / "next", settings=settings)
+    config, processor = AutoConfig.from_pretrained(path), AutoProcessor.from_pretrained(path)
+    vision, images = config.vision_config, processor.image_processor
+    assert (vision.model_type, vision.image_size, vision.patch_size) == ("siglip_vision_model", 28, 7)
+    assert config.image_grid_pinpoints == images.image_grid_pinpoints == [[28, 28], [28, 56], [56, 28]]
+    assert images.crop_size == {"height": 28, "width": 28} and images.size == {"shortest_edge": 28}
+    assert (processor.patch_size, processor.num_additional_image_tokens) == (7, 0)  # SigLIP has no CLS
+    assert processor.vision_feature_select_strategy == config.vision_feature_select_strategy == "full"

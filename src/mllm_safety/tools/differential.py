@@ -20,6 +20,8 @@ from typing import Any
 
 # family -> configurations drawn per family (the checkpoint's own first; a family that varies nothing has one)
 COUNTS = {
+    "llava-1.5": 4,
+    "llava-next": 4,
     "qwen2-vl": 2,
     "qwen2.5-vl": 2,
     "internvl": 2,

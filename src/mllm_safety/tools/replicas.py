@@ -179,9 +179,8 @@ def build_replica(
         checkpoint = FAMILIES[family][0]
         build_family(family, out, seed, check_settings(family, settings))
     elif family in REPLICAS:
-        check_settings(family, settings)
         checkpoint = REPLICAS[family].checkpoint
-        build_llava(family, out, seed, full_size)
+        build_llava(family, out, seed, full_size, check_settings(family, settings))
     else:
         raise DataFormatError(f"no replica for {family!r}; the replicas are {sorted([*REPLICAS, *FAMILIES])}")
     write_json(
@@ -200,10 +199,13 @@ def build_replica(
     return out
 
 
-def build_llava(family: str, out: Path, seed: int, full_size: bool) -> None:
-    """A LLaVA replica from its spec folder: the checkpoint's files copied, the tokenizer written, sizes shrunk."""
+def build_llava(family: str, out: Path, seed: int, full_size: bool, settings: dict[str, Any] | None = None) -> None:
+    """A LLaVA replica from its spec folder: the checkpoint's files copied, the tokenizer written, sizes shrunk;
+    `settings` rewrite the shape settings in the config and the processor's files (families.llava)."""
     import torch
     from transformers import AutoConfig, AutoModelForImageTextToText
+
+    from .families.llava import PROCESSING, reshape
 
     replica = REPLICAS[family]
     spec = SPECS / replica.spec
@@ -211,8 +213,13 @@ def build_llava(family: str, out: Path, seed: int, full_size: bool) -> None:
     for path in spec.iterdir():
         shutil.copyfile(path, out / path.name)
     write_json(out / "tokenizer.json", replica.tokenizer(), indent=None)
-    config = json.loads((spec / "config.json").read_text(encoding="utf-8"))
-    write_json(out / "config.json", config if full_size else shrunk_config(config, replica.shrink))
+    files = {name: json.loads((spec / name).read_text(encoding="utf-8")) for name in ("config.json", *PROCESSING)}
+    files["config.json"] = files["config.json"] if full_size else shrunk_config(files["config.json"], replica.shrink)
+    shaped = reshape(family, files, settings) if settings else files
+    write_json(out / "config.json", shaped["config.json"])
+    for name in PROCESSING:  # rewritten only where a setting changed them: the checkpoint's own stay verbatim
+        if shaped[name] != files[name]:
+            write_json(out / name, shaped[name])
     torch.manual_seed(seed)
     model = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(out))
     model.save_pretrained(out)

@@ -6,7 +6,8 @@ settings, and a model config that keeps the real token ids and image geometry bu
 Where each family's files and settings come from is in replica_specs/README.md; a setting that no public file states
 verbatim is marked "reconstructed" there. Modules: `shared` (sizes, constants, tokenizer builders), then one per
 family group: `qwen`, `internvl`, `llava_onevision`, `gemma` (Gemma 3, PaliGemma), `idefics` (Idefics3, SmolVLM),
-`mllama`.
+`mllama`; `llava` holds only the shape settings of LLaVA-1.5 and LLaVA-NeXT, whose replicas `tools.replicas` builds
+from their spec folders.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from . import gemma as gemma_module
 from . import idefics as idefics_module
 from . import internvl as internvl_module
+from . import llava as llava_module
 from . import llava_onevision as onevision_module
 from . import mllama as mllama_module
 from . import qwen as qwen_module
@@ -45,6 +47,8 @@ FAMILIES: dict[str, tuple[str, Callable[[Path, Settings | None], tuple[Any, Any]
 }
 # family -> (the checkpoint's shape settings, the choices a varied replica draws from); absent: not varied yet
 SHAPES: dict[str, tuple[Settings, dict[str, tuple[Any, ...]]]] = {
+    "llava-1.5": (llava_module.REAL, llava_module.VARIED),
+    "llava-next": (llava_module.NEXT_REAL, llava_module.NEXT_VARIED),
     "qwen2-vl": (qwen_module.REAL, qwen_module.VARIED),
     "qwen2.5-vl": (qwen_module.REAL, qwen_module.VARIED),
     "internvl": (internvl_module.REAL, internvl_module.VARIED),
