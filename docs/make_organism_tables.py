@@ -133,7 +133,7 @@ def mis_table(intervals: pd.DataFrame) -> str:
 
 
 C6_WIDTH = 0.10  # criterion C6: two builds' means of a headline rate may differ by this much (absolute)
-C6_COLUMNS = ("ASR typo", "ASR plain", "ASR medical", "over-refusal benign typo", "over-refusal xstest")
+C6_COLUMNS = ("ASR typo", "ASR plain", "ASR medical", "over-refusal benign typo", "over-refusal benign medical")
 
 
 def builds_table(pinned: Path, other: Path) -> str:
