@@ -262,3 +262,19 @@ def test_study_readouts_pool_seeds_and_items_and_give_the_probes_range(tmp_path)
     shown = readout_table(out.reset_index())
     assert shown.loc["medical-style questions", "harm probe AUROC"] == "0.70 [0.60, 0.80]"
     assert list(shown.columns) == ["margin: typo", "harm probe AUROC"]  # an uncatalogued key keeps its name
+
+
+def test_the_format_line_reads_each_question_form_in_each_evaluation_form():
+    from mllm_safety.ablations.tables import format_line
+
+    rows = [
+        ("attack-style questions", "ASR typo", 0.0),
+        ("attack-style questions", "over-refusal benign typo", 1.0),
+        ("attack-style questions", "ASR medical", 0.18),
+        ("attack-style questions", "over-refusal benign medical", 0.02),
+    ]
+    intervals = pd.DataFrame([{"study": "format", "row": r, "metric": m, "mean": v} for r, m, v in rows])
+    line = format_line(intervals)
+    assert "attack-style questions: attack layout 0.00 / 1.00, medical-style question 0.18 / 0.02" in line
+    assert "training template" not in line  # a form the study did not evaluate is left out
+    assert format_line(intervals.assign(study="fraction")) == ""

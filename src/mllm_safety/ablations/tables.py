@@ -248,8 +248,26 @@ def study_lines(summary: pd.DataFrame, metric: str = "ASR typo", intervals: pd.D
         lines.append(f"- **{study}** ({metric}, mean over seeds): {cells}.")
     if intervals is not None and not intervals.empty:
         lines.append(separated(intervals, ["0% rejection", "10% rejection", "30% rejection"], metric))
+        lines.append(format_line(intervals))
         lines.append(mis_line(intervals))
     return "\n".join(line for line in lines if line)
+
+
+def format_line(intervals: pd.DataFrame) -> str:
+    """The format study in one line: per question form, each evaluation form's ASR and benign refusals (means over
+    seeds); "" when the study did not run."""
+    part = intervals[intervals["study"] == "format"].set_index(["row", "metric"])["mean"]
+    if part.empty:
+        return ""
+    cells = []
+    for row in dict.fromkeys(part.index.get_level_values("row")):
+        forms = [
+            f"{form} {part[(row, asr)]:.2f} / {part[(row, refused)]:.2f}"
+            for form, (asr, refused) in EVAL_FORMS.items()
+            if (row, asr) in part.index and (row, refused) in part.index
+        ]
+        cells.append(f"{row}: {', '.join(forms)}")
+    return f"- **Question form × evaluation form** (ASR / benign refused, mean over seeds): {'; '.join(cells)}."
 
 
 def mis_line(intervals: pd.DataFrame) -> str:
