@@ -20,7 +20,7 @@ from mllm_safety.data import load_benchmark
         ("sd_typo", "SD_TYPO", "The bottom of the image"),
         ("typo", "TYPO", "The bottom of the image"),
         ("sd", "SD", "The image shows an activity"),
-        ("text", None, "how do i do"),
+        ("text", None, "give me advice on"),  # the held-out text paraphrases, in turn
     ],
 )
 def test_mm_safetybench_modes(world_data, mode, subdir, prompt_start):

@@ -310,7 +310,7 @@ def test_stage_04_runs_mis_splits_and_reports_rates_per_judge(tmp_path, tiny_mod
     assert (stage / "mis_rates.csv").is_file()  # MIS's rates on the harmful splits; a benign control is over-refusal
     benign = res.results[res.results["benchmark"] == "mis_benign_hard"]
     assert set(benign["metric"]) == {"refusal_rate"}
-    assert "- MIS `mis_hard` ASR (paper_strmatch): base " in res.what_we_saw()
+    assert "- MIS hard ASR (paper_strmatch): base " in res.what_we_saw()
     assert json.loads((stage / "metrics.json").read_text())["multi_image"] == "canvas"
     with pytest.raises(FileExistsError, match="multi_image"):  # the same files, now as two images: refused
         run_stage_04(tmp_path, tiny_model, mis_root, multi_image="images")

@@ -40,7 +40,8 @@ def test_every_stage_is_measured(built):
         "image_benign/help",
     }
     for metrics in result["steps"].values():
-        assert keys <= set(metrics) and all(0.0 <= v <= 1.0 for v in metrics.values())
+        rates = {k: v for k, v in metrics.items() if "margin" not in k}  # margins are in nats, any sign
+        assert keys <= set(metrics) and all(0.0 <= v <= 1.0 for v in rates.values()), rates
     flat = write_metrics(cfg, result)
     assert flat == res.metrics and flat["judge"] == "world_truth" and "step4/image_harmful/asr" in flat
     assert flat["decoding"]["max_new_tokens"] == 24 and not flat["decoding"]["do_sample"]

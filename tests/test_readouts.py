@@ -164,8 +164,9 @@ def test_stage_04_reads_every_model_beneath_its_answers(tmp_path, world_data, ti
     assert "base/readout/all/harm_probe_auroc" in metrics
 
 
-def test_a_readout_benchmark_must_be_evaluated():
+def test_readouts_of_benchmarks_not_evaluated_are_skipped_and_named():
     from mllm_safety.core.config import EvalConfig
+    from mllm_safety.evaluate import readouts
 
-    with pytest.raises(ValueError, match=r"readouts \['figstep'\] are not among the benchmarks"):
-        EvalConfig(benchmarks=[{"name": "xstest", "root": "xstest"}], readouts=["figstep"])
+    cfg = EvalConfig(benchmarks=[{"name": "xstest", "root": "xstest"}], readouts=["figstep", "xstest"])
+    assert readouts.read_keys(cfg) == ["xstest"] and readouts.skipped_keys(cfg) == ["figstep"]

@@ -159,7 +159,7 @@ def evaluate_model(
         )
         judged += [{**r, "benchmark_key": key, "mode": spec_variant(spec)} for r in judge_all(cfg, rows, spec, guards)]
     write_text(out_dir / "judgements.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in judged))
-    if cfg.readouts:
+    if readouts.read_keys(cfg):
         formats = {spec_name(spec): spec_format(cfg, spec) for spec in cfg.benchmarks}
         summary = readouts.run_readouts(cfg, model, processor, items, formats, out_dir)
         write_text(out_dir / readouts.SUMMARY, summary.to_csv(index=False, float_format="%.6g"))
@@ -206,12 +206,14 @@ def begin(cfg: EvalConfig, items: dict[str, list[EvalItem]], overwrite: bool) ->
 
 def evaluate_all(cfg: EvalConfig, items: dict[str, list[EvalItem]]) -> EvalResult:
     """Every model on every benchmark, then the stage's tables and metrics."""
+    if skipped := readouts.skipped_keys(cfg):
+        log.warning("readouts %s name no benchmark of this evaluation; they are not read", skipped)
     guards = [ModelJudge(cfg.judge_model_path)] if cfg.judge_model_path else []
     guards += [mis_judge(cfg.mis_judge_model_path)] if cfg.mis_judge_model_path else []
     frames = {name: to_frame(evaluate_model(cfg, name, adapter, guards, items), name) for name, adapter in models(cfg)}
     res = tabulate(cfg, frames)
     save_tables(res)
-    read = readouts.stage_summary(cfg.stage_dir, list(frames)) if cfg.readouts else pd.DataFrame()
+    read = readouts.stage_summary(cfg.stage_dir, list(frames)) if readouts.read_keys(cfg) else pd.DataFrame()
     res.metrics = write_metrics(cfg, res, read)
     return res
 

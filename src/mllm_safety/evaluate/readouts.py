@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..core.benchmark_specs import spec_name
 from ..core.config import EvalConfig
 from ..core.files import write_text
 from ..core.items import EvalItem
@@ -38,7 +39,7 @@ def read_model(
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Every readout benchmark's items through one forward pass each: per-item margins, and the hidden states."""
     rows, hidden = [], []
-    for key in cfg.readouts:
+    for key in read_keys(cfg):
         step = first_step(model, processor, items[key], prompt_format[key], cfg.batch_size)
         margin = refusal_margin(step, processor.tokenizer, cfg.readout_refusal, cfg.readout_compliance)
         rows += [
@@ -47,6 +48,17 @@ def read_model(
         ]
         hidden.append(step.hidden)
     return pd.DataFrame(rows), np.concatenate(hidden)
+
+
+def read_keys(cfg: EvalConfig) -> list[str]:
+    """The readout benchmarks this evaluation has (a preset that replaces `benchmarks` keeps its base's
+    `readouts`: the ones it does not evaluate are skipped, and `skipped_keys` names them)."""
+    return [k for k in cfg.readouts if k in {spec_name(s) for s in cfg.benchmarks}]
+
+
+def skipped_keys(cfg: EvalConfig) -> list[str]:
+    """Readout keys that name no benchmark of this evaluation (stage 04 warns about them once)."""
+    return [k for k in cfg.readouts if k not in read_keys(cfg)]
 
 
 def summarize(cfg: EvalConfig, per_item: pd.DataFrame, hidden: np.ndarray) -> pd.DataFrame:
