@@ -23,6 +23,7 @@ from ..core.files import write_text
 from ..core.items import EvalItem
 from ..core.metrics import bootstrap_ci
 from ..core.readouts import first_step, grouped_auroc, refusal_margin
+from ..core.tables import read_table
 
 PER_ITEM = "readouts_items.csv"  # per item, in each model's folder
 SUMMARY = "readouts.csv"  # per benchmark, in each model's folder; all models together in the stage folder
@@ -53,12 +54,14 @@ def read_model(
 def read_keys(cfg: EvalConfig) -> list[str]:
     """The readout benchmarks this evaluation has (a preset that replaces `benchmarks` keeps its base's
     `readouts`: the ones it does not evaluate are skipped, and `skipped_keys` names them)."""
-    return [k for k in cfg.readouts if k in {spec_name(s) for s in cfg.benchmarks}]
+    evaluated = {spec_name(s) for s in cfg.benchmarks}
+    return [k for k in cfg.readouts if k in evaluated]
 
 
 def skipped_keys(cfg: EvalConfig) -> list[str]:
     """Readout keys that name no benchmark of this evaluation (stage 04 warns about them once)."""
-    return [k for k in cfg.readouts if k not in read_keys(cfg)]
+    read = set(read_keys(cfg))
+    return [k for k in cfg.readouts if k not in read]
 
 
 def summarize(cfg: EvalConfig, per_item: pd.DataFrame, hidden: np.ndarray) -> pd.DataFrame:
@@ -99,8 +102,6 @@ def run_readouts(
 
 def stage_summary(stage_dir: Path, names: list[str]) -> pd.DataFrame:
     """Every evaluated model's summary in one table (the stage's readouts.csv), models in evaluation order."""
-    from ..core.tables import read_table
-
     table = pd.concat([read_table(stage_dir / name / SUMMARY).assign(model=name) for name in names])
     table = table[["model", *[c for c in table.columns if c != "model"]]]
     write_text(stage_dir / SUMMARY, table.to_csv(index=False, float_format="%.6g"))
