@@ -481,3 +481,54 @@ def test_an_unknown_scheduler_fails_before_the_model_loads(tmp_path, monkeypatch
             call(cfg)
         assert str(err.value) == f"lr_scheduler 'cosine_typo' is not one of {allowed}"
     assert not runs.exists()  # nothing written either
+
+
+class Snapshot(TrainerCallback):
+    """The trained weights of the language model's layers and the connector, in fp32, before and after training."""
+
+    def __init__(self):
+        self.before, self.after = {}, {}
+
+    @staticmethod
+    def _weights(model):
+        keep = ("layers.", "multi_modal_projector.")
+        return {
+            n: p.detach().float().clone()
+            for n, p in model.named_parameters()
+            if p.requires_grad and n.endswith("weight") and p.dim() == 2 and any(k in n for k in keep)
+        }
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.before = self._weights(model)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        self.after = self._weights(model)
+
+
+def test_full_fine_tuning_under_bf16_compute_moves_every_weight_by_the_learning_rate(
+    tiny_model, world_data, mini_runs, tmp_path, monkeypatch
+):
+    """On a GPU the compute dtype is bf16 (mixed precision). Full fine-tuning at MIS's lr 2e-6 must still train:
+    AdamW's first step moves each weight by lr * g / (|g| + eps), i.e. by lr for every weight whose gradient is
+    not ~0. In bf16 weights (spacing ~1e-4 near 0.02) such a step rounds away; in fp32 master weights it stays.
+    The CPU stands in for the GPU: compute dtype and the Trainer's bf16 autocast forced on."""
+    from mllm_safety.core import modeling
+    from mllm_safety.qlora_finetune import arguments
+
+    monkeypatch.setattr(modeling, "compute_dtype", lambda: torch.bfloat16)
+    monkeypatch.setitem(arguments.FIXED, "bf16", lambda *_: True)
+    lr = 2e-6
+    cfg = small_cfg(
+        mini_runs, world_data, tiny_model, runs_root=str(tmp_path / "runs"), finetune="full", quantization="none",
+        learning_rate=lr, projector_lr=lr, lr_scheduler="constant", warmup_ratio=0.0, max_steps=1,
+        global_batch_size=4, micro_batch_size=4, save_steps=100, gradient_checkpointing=False,
+    )  # fmt: skip
+    _link_mixes(tmp_path / "runs", mini_runs)
+    snap = Snapshot()
+    train.train_mixture(cfg, MIX, callbacks=[snap])
+    assert snap.before and snap.before.keys() == snap.after.keys()
+    moved = torch.cat([(snap.after[n] - snap.before[n]).abs().flatten() for n in snap.before])
+    share_changed = float((moved > 0).float().mean())
+    median_step = float(moved[moved > 0].median()) if share_changed else 0.0
+    assert share_changed > 0.99, f"only {share_changed:.2%} of the trained weights changed"
+    assert 0.9 * lr < median_step < 1.1 * lr, f"median change {median_step:.3g}, expected ~{lr}"
