@@ -532,3 +532,23 @@ def test_full_fine_tuning_under_bf16_compute_moves_every_weight_by_the_learning_
     median_step = float(moved[moved > 0].median()) if share_changed else 0.0
     assert share_changed > 0.99, f"only {share_changed:.2%} of the trained weights changed"
     assert 0.9 * lr < median_step < 1.1 * lr, f"median change {median_step:.3g}, expected ~{lr}"
+
+
+def test_full_fine_tuning_memory_is_counted_and_refused_when_one_gpu_cannot_hold_it(tiny_model):
+    from transformers import AutoModelForImageTextToText
+
+    from mllm_safety.core.modeling import check_full_fits, full_finetune_bytes
+
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model)
+    count = lambda prefix: sum(p.numel() for n, p in model.named_parameters() if n.startswith(prefix))  # noqa: E731
+    language, head = count("model.language_model."), count("lm_head.")
+    projector, vision = count("model.multi_modal_projector."), count("model.vision_tower.")
+    assert language + head + projector + vision == sum(p.numel() for p in model.parameters())
+    assert full_finetune_bytes(tiny_model, train_projector=True) == 16 * (language + head + projector) + 4 * vision
+    assert full_finetune_bytes(tiny_model, train_projector=False) == 16 * (language + head) + 4 * (projector + vision)
+    # a 7B model's 7.06e9 parameters (LLaVA-1.5-7B: 6.74e9 trained, 0.3e9 frozen) on an 80 GiB GPU
+    need = 16 * 6_740_000_000 + 4 * 303_000_000
+    with pytest.raises(DataFormatError, match=r"102 GiB before activations; this GPU has 80 GiB. Fix: .*ZeRO-3"):
+        check_full_fits(need, 80 * 2**30, processes=1, model_path="llava-hf/llava-1.5-7b-hf")
+    check_full_fits(need, 80 * 2**30, processes=4, model_path="llava-hf/llava-1.5-7b-hf")  # sharded: not refused
+    check_full_fits(need, 141 * 2**30, processes=1, model_path="llava-hf/llava-1.5-7b-hf")

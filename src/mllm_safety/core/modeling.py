@@ -169,20 +169,29 @@ def load_processor(model_path: str | Path, trust_remote_code: bool = False) -> A
 
 
 def load_model(
-    model_path: str | Path, quantization: str = "nf4", trust_remote_code: bool = False
+    model_path: str | Path,
+    quantization: str = "nf4",
+    trust_remote_code: bool = False,
+    dtype: torch.dtype | None = None,
 ) -> tuple[torch.nn.Module, Any]:
-    """Load model and processor from a hub id or a local folder, quantized as asked."""
+    """Load model and processor from a hub id or a local folder, quantized as asked (dtype: load_base)."""
     check_supported(model_path, trust_remote_code)
-    model = load_base(model_path, quantization, trust_remote_code)
+    model = load_base(model_path, quantization, trust_remote_code, dtype)
     return model, load_processor(model_path, trust_remote_code)
 
 
-def load_base(model_path: str | Path, quantization: str = "nf4", trust_remote_code: bool = False) -> torch.nn.Module:
-    """Load the model alone (no processor), quantized as asked, on the GPU when there is one."""
+def load_base(
+    model_path: str | Path,
+    quantization: str = "nf4",
+    trust_remote_code: bool = False,
+    dtype: torch.dtype | None = None,
+) -> torch.nn.Module:
+    """Load the model alone (no processor), quantized as asked, on the GPU when there is one. The unquantized
+    weights are held in `dtype`, by default the compute dtype (full fine-tuning asks for fp32 master weights)."""
     if Path(model_path).is_dir():
         check_weights(Path(model_path))
     parts = parts_from_config(model_path, trust_remote_code)
-    kwargs: dict[str, Any] = {"dtype": compute_dtype(), "attn_implementation": attention_implementation()}
+    kwargs: dict[str, Any] = {"dtype": dtype or compute_dtype(), "attn_implementation": attention_implementation()}
     qconfig = quantization_config(quantization, parts)
     if qconfig is not None:
         kwargs["quantization_config"] = qconfig
@@ -248,6 +257,40 @@ def add_lora(
         modules_to_save=list(parts.connectors) if train_projector else None,
     )
     return get_peft_model(model, config)
+
+
+# The dtype the unquantized weights are held in, by what is trained. LoRA trains fp32 adapters on a base held in
+# the compute dtype. Full fine-tuning trains the weights themselves: they are held in fp32 (master weights, AdamW's
+# state in fp32 with them) while the Trainer's autocast computes in bf16; bf16 weights would round a step of
+# lr 2e-6 away (their spacing is ~1e-4 near 0.02).
+WEIGHTS_DTYPE: dict[str, torch.dtype | None] = {"lora": None, "full": torch.float32}
+# Bytes per parameter of full fine-tuning with fp32 master weights: trained (weight, gradient, AdamW's two moments,
+# all fp32) and frozen (the fp32 weight alone); activations come on top.
+FULL_BYTES = {"trained": 16, "frozen": 4}
+
+
+def full_finetune_bytes(model_path: str | Path, train_projector: bool, trust_remote_code: bool = False) -> int:
+    """Weights, gradients and optimizer state of full fine-tuning (FULL_BYTES), counted on the meta device."""
+    config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+    with torch.device("meta"):
+        skeleton = AutoModelForImageTextToText.from_config(config, trust_remote_code=trust_remote_code)
+    parts = find_parts(skeleton)
+    trained = (parts.decoder, parts.lm_head, *(parts.connectors if train_projector else ()))
+    total = 0
+    for name, p in skeleton.named_parameters():
+        kind = "trained" if any(name == t or name.startswith(t + ".") for t in trained) else "frozen"
+        total += p.numel() * FULL_BYTES[kind]
+    return total
+
+
+def check_full_fits(need: int, available: int, processes: int, model_path: str | Path) -> None:
+    """Refuse full fine-tuning on one process when its weights and optimizer state alone exceed the GPU's memory."""
+    if processes == 1 and need > available:
+        raise DataFormatError(
+            f"{model_path}: full fine-tuning holds fp32 weights, gradients and AdamW state, {need / 2**30:.0f} GiB "
+            f"before activations; this GPU has {available / 2**30:.0f} GiB. Fix: launch on several GPUs with "
+            "DeepSpeed ZeRO-3 (accelerate launch --config_file configs/accelerate_zero3.yaml ...), or finetune: lora"
+        )
 
 
 def full_finetune(model: torch.nn.Module, train_projector: bool, gradient_checkpointing: bool) -> torch.nn.Module:

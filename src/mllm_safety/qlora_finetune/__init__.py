@@ -30,12 +30,27 @@ from ..core.cli import run_cli, stage_main
 from ..core.config import TrainConfig
 from ..core.files import DataFormatError, write_json, write_text
 from ..core.fingerprints import fingerprint, source_fingerprint
-from ..core.modeling import find_parts, load_model, merge_adapter
+from ..core.modeling import (
+    WEIGHTS_DTYPE,
+    check_full_fits,
+    find_parts,
+    full_finetune_bytes,
+    load_model,
+    merge_adapter,
+)
 from ..core.names import display_label
 from ..core.preset import Preset
 from ..core.results import StageResult
 from ..core.runs import TRAINED, is_finished, run_lock, start_run
-from .arguments import CONFIG_TO_TRAINER, FIXED, check_config, config_to_trainer, is_main_process, training_arguments
+from .arguments import (
+    CONFIG_TO_TRAINER,
+    FIXED,
+    check_config,
+    config_to_trainer,
+    is_main_process,
+    processes,
+    training_arguments,
+)
 from .data import MixtureDataset, ModalityLengthSampler, label_preview, load_mixture, make_trainable, mixture_path
 from .record import run_metrics, save_trained, write_metrics
 from .trainer import make_trainer, train_from_last_checkpoint
@@ -100,7 +115,11 @@ def train_and_save(
     """Train one mixture into out/ (resuming from its last checkpoint) and save the weights and the metrics."""
     folder = TRAINED[cfg.finetune][0]
     set_seed(cfg.seed)
-    model, processor = load_model(cfg.model_path, cfg.quantization, cfg.trust_remote_code)
+    if cfg.finetune == "full" and torch.cuda.is_available():
+        need = full_finetune_bytes(cfg.model_path, cfg.train_projector, cfg.trust_remote_code)
+        check_full_fits(need, torch.cuda.get_device_properties(0).total_memory, processes(), cfg.model_path)
+    dtype = WEIGHTS_DTYPE[cfg.finetune]
+    model, processor = load_model(cfg.model_path, cfg.quantization, cfg.trust_remote_code, dtype)
     parts = find_parts(model)
     dataset, records = load_mixture(cfg, mix, processor)
     model = make_trainable(cfg, model)

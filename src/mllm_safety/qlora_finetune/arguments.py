@@ -15,8 +15,6 @@ from ..core.files import DataFormatError
 
 log = logging.getLogger(__name__)
 
-log = logging.getLogger(__name__)
-
 
 # TrainConfig fields that TrainingArguments names otherwise; every other TrainConfig field with the name of a
 # TrainingArguments field goes there under that name (learning_rate, weight_decay, max_steps, save_steps, ...).
@@ -36,6 +34,12 @@ def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+# Checkpoints kept by what is trained. LoRA: the newest to resume from and the one before (a checkpoint is small:
+# the adapter and its AdamW state, ~4 GB at r 128 on a 7B model). Full fine-tuning: the newest only, since one
+# holds fp32 weights and AdamW state (~16 bytes per parameter: ~120 GB for a 7B model); the Trainer writes the
+# new one before it deletes the old, so the disk needs room for two while it saves (docs/training.md).
+CHECKPOINTS_KEPT = {"lora": 2, "full": 1}
+
 # What this project sets whatever the config: a value, or a function of (config, run folder, processes).
 FIXED: dict[str, Any] = {
     "output_dir": lambda cfg, out, world: str(out / "checkpoints"),
@@ -45,7 +49,7 @@ FIXED: dict[str, Any] = {
     "use_cpu": lambda *_: not torch.cuda.is_available(),
     "report_to": lambda *_: "tensorboard" if _installed("tensorboard") else "none",
     "save_strategy": "steps",
-    "save_total_limit": 2,  # the newest checkpoint to resume from, and the one before in case it is incomplete
+    "save_total_limit": lambda cfg, out, world: CHECKPOINTS_KEPT[cfg.finetune],
     "remove_unused_columns": False,  # the samples reach the collator whole
     "dataloader_num_workers": 0,
     "include_num_input_tokens_seen": "non_padding",
