@@ -552,3 +552,17 @@ def test_full_fine_tuning_memory_is_counted_and_refused_when_one_gpu_cannot_hold
         check_full_fits(need, 80 * 2**30, processes=1, model_path="llava-hf/llava-1.5-7b-hf")
     check_full_fits(need, 80 * 2**30, processes=4, model_path="llava-hf/llava-1.5-7b-hf")  # sharded: not refused
     check_full_fits(need, 141 * 2**30, processes=1, model_path="llava-hf/llava-1.5-7b-hf")
+
+
+def test_eval_dtype_sets_the_precision_of_unquantized_evaluation_and_of_the_merge(tiny_model, world_data, mini_runs):
+    from mllm_safety import evaluate
+    from mllm_safety.core.config import EvalConfig
+
+    common = dict(preset="smoke", runs_root=str(mini_runs), model_path=str(tiny_model), eval_quantization="none")
+    model, _ = evaluate.load_for_eval(EvalConfig(**common, eval_dtype="bfloat16"), None)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    model, _ = evaluate.load_for_eval(EvalConfig(**common, eval_dtype="auto"), None)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}  # the CPU's compute dtype
+    assert evaluate.eval_dtype(EvalConfig(**{**common, "eval_quantization": "nf4"}, eval_dtype="float16")) is None
+    with pytest.raises(ValueError, match="eval_dtype"):
+        EvalConfig(**common, eval_dtype="fp8")

@@ -27,6 +27,7 @@ NonNegative = Annotated[int, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 Rate = Annotated[float, Field(gt=0.0)]
 Quantization = Literal["nf4", "int8", "none"]
+EvalDtype = Literal["auto", "float16", "bfloat16", "float32"]
 PromptFormatName = Literal["vicuna_v1", "llava_v1", "chat_template"]
 StudyName = Literal["fraction", "eos", "reply", "images", "source", "curated", "format", "controls"]  # stage 05
 STUDIES = get_args(StudyName)
@@ -220,6 +221,7 @@ class EvalConfig(Seeded):
     model_path: str = DEFAULT_MODEL
     eval_quantization: Quantization = "none"  # the official evaluation: half precision, LoRA merged
     merge_adapters: bool = True  # fold the LoRA into the weights before generating (unquantized bases only)
+    eval_dtype: EvalDtype = "auto"  # unquantized evaluation (and the merge) in: auto = the compute dtype (bf16/fp32)
     trust_remote_code: bool = False
     prompt_format: PromptFormatName = "vicuna_v1"  # the training format
     eval_prompt_format: Literal["", "vicuna_v1", "llava_v1", "chat_template"] = ""  # "" = prompt_format

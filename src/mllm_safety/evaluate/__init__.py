@@ -97,16 +97,27 @@ def load_items(cfg: EvalConfig, spec: dict[str, Any]) -> list[EvalItem]:
     return items[: cfg.max_items] if cfg.max_items > 0 else items
 
 
+def eval_dtype(cfg: EvalConfig) -> Any:
+    """The torch dtype of unquantized evaluation (base, merged adapters, fully fine-tuned models): eval_dtype; None
+    for `auto` (the compute dtype) and for quantized bases (their compute dtype is bitsandbytes')."""
+    import torch
+
+    if cfg.eval_dtype == "auto" or cfg.eval_quantization != "none":
+        return None
+    return getattr(torch, cfg.eval_dtype)
+
+
 def load_for_eval(cfg: EvalConfig, adapter: str | None):
     """The base model, with the stage-03 adapter of `adapter` applied (merged into the weights when the base is
     unquantized and merge_adapters is on, as the official evaluation does); a fully fine-tuned run's own model."""
     from ..core.modeling import load_model
 
     weights = adapter_path(cfg, adapter) if adapter else None
+    dtype = eval_dtype(cfg)
     if weights is not None and weights.name == TRAINED["full"][0]:  # full fine-tuning: the run's own model
-        model, processor = load_model(weights, cfg.eval_quantization, cfg.trust_remote_code)
+        model, processor = load_model(weights, cfg.eval_quantization, cfg.trust_remote_code, dtype)
         return model.eval(), processor
-    model, processor = load_model(cfg.model_path, cfg.eval_quantization, cfg.trust_remote_code)
+    model, processor = load_model(cfg.model_path, cfg.eval_quantization, cfg.trust_remote_code, dtype)
     if weights is not None:
         from peft import PeftModel
 
@@ -280,6 +291,7 @@ def write_metrics(cfg: EvalConfig, res: EvalResult, read: pd.DataFrame | None = 
         "model": cfg.model_path,
         "quantization": cfg.eval_quantization,
         "adapters_merged": cfg.merge_adapters and cfg.eval_quantization == "none",
+        "dtype": str(eval_dtype(cfg) or "compute dtype").removeprefix("torch."),
         "prompt_format": cfg.generation_format,
         "image_aspect_ratio": cfg.image_aspect_ratio,
         "decoding": decoding(cfg).to_dict(),
