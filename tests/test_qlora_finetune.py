@@ -566,3 +566,20 @@ def test_eval_dtype_sets_the_precision_of_unquantized_evaluation_and_of_the_merg
     assert evaluate.eval_dtype(EvalConfig(**{**common, "eval_quantization": "nf4"}, eval_dtype="float16")) is None
     with pytest.raises(ValueError, match="eval_dtype"):
         EvalConfig(**common, eval_dtype="fp8")
+
+
+def test_image_max_pixels_sets_qwens_pixel_budget_and_is_refused_where_there_is_none(tmp_path, tiny_model):
+    from PIL import Image
+
+    from mllm_safety.core.modeling import cap_image_pixels, load_processor
+    from mllm_safety.tools.replicas import build_replica
+
+    qwen = load_processor(build_replica("qwen2.5-vl", tmp_path / "qwen", seed=0))
+    image = Image.new("RGB", (1000, 1000), (120, 30, 30))
+    grid = lambda p: p.image_processor(images=[image], return_tensors="pt")["image_grid_thw"].tolist()  # noqa: E731
+    # the checkpoint's budget (12845056 px): 1000 px rounds to 1008 = 72 patches of 14 a side
+    assert grid(qwen) == [[1, 72, 72]]
+    # Qwen's fine-tuning budget 50176 px = 224 x 224: 16 x 16 patches, 64 tokens after the 2 x 2 merge
+    assert grid(cap_image_pixels(qwen, 50176)) == [[1, 16, 16]]
+    with pytest.raises(DataFormatError, match="image_max_pixels 50176: .* has no pixel budget"):
+        cap_image_pixels(load_processor(tiny_model), 50176)

@@ -178,6 +178,7 @@ class TrainConfig(Seeded):
     eos_rule: Literal["per_answer", "official"] = "per_answer"  # official: the paper's LLaVA rule (core.labels)
     image_aspect_ratio: Literal["pad", "processor"] = "processor"  # pad: LLaVA-1.5's expand-to-square
     image_max_side: NonNegative = 0  # training images: a longer side above it is scaled down (LLaMA-Factory: 512)
+    image_max_pixels: NonNegative = 0  # training images: the processor's pixel budget (Qwen: 50176); 0 = its own
     max_length: Positive = 2048
     max_skipped_share: Fraction = 0.01  # more records skipped than this (reasons counted) fails the run
     lora_r: Positive = 128

@@ -168,6 +168,22 @@ def load_processor(model_path: str | Path, trust_remote_code: bool = False) -> A
     return AutoProcessor.from_pretrained(model_path, trust_remote_code=trust_remote_code)
 
 
+def cap_image_pixels(processor: Any, max_pixels: int) -> Any:
+    """Set the pixel budget of a processor that resizes to one (Qwen2-VL, Qwen2.5-VL: `size.longest_edge`, in
+    pixels); 0 keeps its own. A processor without a budget is refused: image_max_side caps any other."""
+    if not max_pixels:
+        return processor
+    images = processor.image_processor
+    size = getattr(images, "size", None)
+    if getattr(images, "merge_size", None) is None or getattr(size, "longest_edge", None) is None:
+        raise DataFormatError(
+            f"image_max_pixels {max_pixels}: {type(images).__name__} has no pixel budget (Qwen2-VL and Qwen2.5-VL "
+            "have one). Fix: image_max_pixels: 0, and image_max_side to cap the longer side"
+        )
+    size.longest_edge = max_pixels
+    return processor
+
+
 def load_model(
     model_path: str | Path,
     quantization: str = "nf4",

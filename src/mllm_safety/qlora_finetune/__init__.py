@@ -32,6 +32,7 @@ from ..core.files import DataFormatError, write_json, write_text
 from ..core.fingerprints import fingerprint, source_fingerprint
 from ..core.modeling import (
     WEIGHTS_DTYPE,
+    cap_image_pixels,
     check_full_fits,
     find_parts,
     full_finetune_bytes,
@@ -120,6 +121,7 @@ def train_and_save(
         check_full_fits(need, torch.cuda.get_device_properties(0).total_memory, processes(), cfg.model_path)
     dtype = WEIGHTS_DTYPE[cfg.finetune]
     model, processor = load_model(cfg.model_path, cfg.quantization, cfg.trust_remote_code, dtype)
+    processor = cap_image_pixels(processor, cfg.image_max_pixels)
     parts = find_parts(model)
     dataset, records = load_mixture(cfg, mix, processor)
     model = make_trainable(cfg, model)
