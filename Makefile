@@ -21,7 +21,7 @@ TINY_SIZES := data_root=data/real-shapes figures_root=runs/figures sample_size1=
 	fraction_seeds=1 study_seeds=1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-fast tiny-real slurm-up lint format lab data reproduce figures notebooks clean-runs
+.PHONY: help setup test test-fast tiny-real gpu-wheels gpu-check slurm-up lint format lab data reproduce figures notebooks clean-runs
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -60,6 +60,16 @@ tiny-real: $(STAMP)  ## the llava-1.5-7b, llava-next-7b and qwen2.5-vl-7b preset
 	$(PY) -m mllm_safety.pipeline run --preset qwen2.5-vl-7b --as tiny-qwen2.5-vl-7b --stages 01 02 03 04 05 06 \
 		--set model_path=runs/replicas/qwen2.5-vl $(TINY_SIZES) \
 		"train_mixes=[$(TINY_MIXES), mis_reasoning]" "eval_adapters=[$(TINY_MIXES), mis_reasoning]"
+
+gpu-wheels: $(STAMP)  ## here: .gpu/ with the wheels the lent GPU machine lacks and the weightless replicas (< 64 MiB)
+	$(PY) -m mllm_safety.tools.gpu_wheels --out .gpu/wheels
+	rm -rf .gpu/replicas && $(PY) -m mllm_safety.tools.gpu_check prepare --out .gpu/replicas
+	@du -sh .gpu | sed 's/^/carried: /'
+
+# On the lent GPU machine (no venv, no network): device run with carry [".gpu"], command `make gpu-check`.
+GPU_OUT ?= $(or $(OUT),runs/gpu-check)
+gpu-check:  ## on a GPU: the 7B check (training, generation, merge) into $$OUT or runs/gpu-check (benchmarks/README.md)
+	bash benchmarks/gpu_check.sh $(GPU_OUT) $(GPU_CHECK_ARGS)
 
 slurm-up:  ## install SLURM when missing (apt), start a one-node cluster, run one job, stop it (tests/test_cluster.py)
 	$(PYTHON) tests/slurm_cluster.py

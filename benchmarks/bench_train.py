@@ -2,9 +2,10 @@
 
 Each sample is 576 image tokens + 128 text tokens (LLaVA-1.5 at 336 px), gradient checkpointing on, LoRA r=128
 on every linear layer of the language model, the projector trained; micro-batches 1, 4 and 16.
-- On a CUDA GPU: a RANDOM-initialised model with LLaVA-1.5-7B's exact configuration (no weights needed) is saved
-  to a temporary folder and loaded through `mllm_safety.core.modeling.load_base` with NF4, the training code path.
-- On the CPU: the same code on a tiny LLaVA (336 px images, hidden size 64), to check the path and the scaling.
+On the CPU: a tiny LLaVA (336 px images, hidden size 64), to check the path and how cost grows. The GPU
+measurement is `make gpu-check`, which trains through stage 03's own Trainer (its bf16 autocast, collator and
+sampler) on the 7B configurations; this script times bare optimizer steps and refuses to run on a GPU, where
+its numbers would not describe training.
 
     .venv/bin/python benchmarks/bench_train.py [--steps 3] [--micro 1 4 16]
 """
@@ -24,40 +25,6 @@ from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForCon
 from mllm_safety.core.modeling import add_lora, load_base
 
 IMAGE_TOKENS, TEXT_TOKENS = 576, 128
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense tensor-core peaks from the datasheets
-
-
-def llava_15_7b_config() -> LlavaConfig:
-    """LLaVA-1.5-7B (llava-hf conversion): CLIP ViT-L/14-336 + Vicuna-7B, 2-layer GELU projector."""
-    vision = CLIPVisionConfig(
-        hidden_size=1024,
-        intermediate_size=4096,
-        num_hidden_layers=24,
-        num_attention_heads=16,
-        image_size=336,
-        patch_size=14,
-        projection_dim=768,
-        hidden_act="quick_gelu",
-    )
-    text = LlamaConfig(
-        vocab_size=32064,
-        hidden_size=4096,
-        intermediate_size=11008,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=32,
-        max_position_embeddings=4096,
-        rms_norm_eps=1e-5,
-        pad_token_id=32001,
-    )
-    return LlavaConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_id=32000,
-        projector_hidden_act="gelu",
-        vision_feature_select_strategy="default",
-        vision_feature_layer=-2,
-    )
 
 
 def tiny_config() -> LlavaConfig:
@@ -139,27 +106,24 @@ def main() -> None:
     p.add_argument("--micro", type=int, nargs="+", default=[1, 4, 16])
     p.add_argument("--lora_r", type=int, default=128)
     args = p.parse_args()
-    gpu = torch.cuda.is_available()
-    config = llava_15_7b_config() if gpu else tiny_config()
-    device = torch.device("cuda" if gpu else "cpu")
-    name = torch.cuda.get_device_name() if gpu else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
-    peak_tflops = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+    if torch.cuda.is_available():
+        raise SystemExit("bench_train.py measures the CPU path; on a GPU run `make gpu-check` (benchmarks/README.md)")
+    config, device = tiny_config(), torch.device("cpu")
+    name = f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
     with tempfile.TemporaryDirectory() as tmp:
         model = build(config, Path(tmp) / "model", args.lora_r)
         with torch.device("meta"):
             params = sum(p.numel() for p in LlavaForConditionalGeneration(config).parameters())
-        what = "LLaVA-1.5-7B config, random init" if gpu else "tiny LLaVA"
+        what = "tiny LLaVA"
         print(
             f"device: {name}; model: {what} ({params / 1e6:.1f}M parameters), NF4 + LoRA r={args.lora_r}, "
             f"gradient checkpointing; {IMAGE_TOKENS}+{TEXT_TOKENS} tokens/sample"
         )
-        print("| micro-batch | s/step | tokens/s | est. MFU | peak memory (MiB) |\n|---|---|---|---|---|")
+        print("| micro-batch | s/step | tokens/s | peak memory (MiB) |\n|---|---|---|---|")
         for micro in args.micro:
             seconds, peak = measure(model, batch(config, micro, device), args.steps)
             tokens = micro * (IMAGE_TOKENS + TEXT_TOKENS) / seconds
-            # forward + recomputed forward + input-gradient pass ~ 6 FLOPs per parameter per token (a rough estimate)
-            mfu = f"{6 * params * tokens / (peak_tflops * 1e12):.1%}" if peak_tflops else "n/a"
-            print(f"| {micro} | {seconds:.3f} | {tokens:,.0f} | {mfu} | {peak:,.0f} |")
+            print(f"| {micro} | {seconds:.3f} | {tokens:,.0f} | {peak:,.0f} |")
 
 
 if __name__ == "__main__":
