@@ -96,3 +96,14 @@ def test_gpu_wheels_carry_what_the_machine_lacks_within_the_budget(tmp_path):
                     str(bnb)], check=True)  # fmt: skip
     assert (site / "bitsandbytes" / "libbitsandbytes_cuda130.so").is_file()
     print(f"make gpu-wheels: {total:.1f} MiB")
+
+
+def test_the_memory_arithmetic_worked_by_hand(replicas):
+    """Qwen2.5-VL-7B, 4 samples of 4096 tokens: logits 4 x 4096 x 152064 entries x 10 bytes (bf16, the fp32 copy,
+    the saved log-softmax) = 24.9e9 bytes = 23.2 GiB; checkpointed layer inputs 28 x 4 x 4096 x 3584 x 2 bytes =
+    3.29e9 bytes = 3.1 GiB; LoRA r 128 on a layer's 7 linears: 128 x (2 x 7168 + 2 x 4096 + 3 x 22528) = 11.5M
+    parameters, x 28 layers = 322.9M, at 16 bytes = 4.8 GiB, plus the trained merger."""
+    row = gpu_check.memory_estimate("qwen2.5-vl-7b", replicas / "qwen2.5-vl-7b" / "7b")
+    assert (row["micro_batch"], row["max_length"]) == (4, 4096)
+    assert (row["logits"], row["layer inputs"]) == (23.2, 3.1)
+    assert 4.8 < row["trained state"] < 6.0

@@ -36,7 +36,7 @@ def _installed(module: str) -> bool:
 
 # Checkpoints kept by what is trained. LoRA: the newest to resume from and the one before (a checkpoint is small:
 # the adapter and its AdamW state, ~4 GB at r 128 on a 7B model). Full fine-tuning: the newest only, since one
-# holds fp32 weights and AdamW state (~16 bytes per parameter: ~120 GB for a 7B model); the Trainer writes the
+# holds fp32 weights and AdamW's moments (12 bytes a trained parameter: ~85 GB for a 7B model); the Trainer writes the
 # new one before it deletes the old, so the disk needs room for two while it saves (docs/training.md).
 CHECKPOINTS_KEPT = {"lora": 2, "full": 1}
 
