@@ -63,7 +63,7 @@ tiny-real: $(STAMP)  ## the llava-1.5-7b, llava-next-7b and qwen2.5-vl-7b preset
 
 gpu-wheels: $(STAMP)  ## here: .gpu/ with the wheels the lent GPU machine lacks and the weightless replicas (< 64 MiB)
 	$(PY) -m mllm_safety.tools.gpu_wheels --out .gpu/wheels
-	rm -rf .gpu/replicas && $(PY) -m mllm_safety.tools.gpu_check prepare --out .gpu/replicas
+	rm -rf .gpu/replicas && $(PY) -m mllm_safety.tools.gpu_check prepare --out .gpu/replicas --scales 7b
 	@du -sh .gpu | sed 's/^/carried: /'
 
 # On the lent GPU machine (no venv, no network): device run with carry [".gpu"], command `make gpu-check`.

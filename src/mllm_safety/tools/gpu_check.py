@@ -140,16 +140,18 @@ def weightless(replica: Path, out: Path, sizes: dict[str, dict[str, Any]] | None
     return out
 
 
-def prepare(out: Path, seed: int = 0) -> list[Path]:
-    """Each target at both scales: `<name>/tiny` (the replica's sizes) and `<name>/7b` (the checkpoint's)."""
+def prepare(out: Path, seed: int = 0, scales: tuple[str, ...] = ("tiny", "7b")) -> list[Path]:
+    """Each target at the scales asked: `<name>/tiny` (the replica's sizes), `<name>/7b` (the checkpoint's)."""
     from .replicas import REPLICAS, SPECS, build_replica
 
     made = []
     for name, target in TARGETS.items():
         built = build_replica(target.family, out / name / "built", seed=seed)
         spec = SPECS / REPLICAS[target.family].spec / "config.json" if target.family in REPLICAS else None
-        made.append(weightless(built, out / name / "tiny", None, None))
-        made.append(weightless(built, out / name / "7b", target.sizes, spec))
+        if "tiny" in scales:
+            made.append(weightless(built, out / name / "tiny", None, None))
+        if "7b" in scales:
+            made.append(weightless(built, out / name / "7b", target.sizes, spec))
         shutil.rmtree(built)
     return made
 
@@ -691,6 +693,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
     prep = sub.add_parser("prepare", help="write the weightless replica folders (needs the fetched tokenizers)")
     prep.add_argument("--out", type=Path, required=True)
+    prep.add_argument("--scales", nargs="+", choices=list(SCALES), default=list(SCALES))
     go = sub.add_parser("run", help="measure; writes gpu_check.json and gpu_check.md into --out")
     go.add_argument("--replicas", type=Path, required=True)
     go.add_argument("--out", type=Path, required=True)
@@ -703,7 +706,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "memory":
         return run_cli(lambda: print(table(memory_table(args.replicas))))
     if args.command == "prepare":
-        return run_cli(lambda: print("\n".join(str(f) for f in prepare(args.out))))
+        return run_cli(lambda: print("\n".join(str(f) for f in prepare(args.out, scales=tuple(args.scales)))))
 
     def go_run() -> None:
         report = run(args.replicas, args.out, args.scale, args.only, args.seed)
