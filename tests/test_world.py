@@ -255,3 +255,38 @@ def test_text_alignment_reads_pairs_as_their_activity():
 def test_the_ground_truth_reads_two_image_answers(response, expected):
     assert truth_class(response) == expected
     assert truth_label(response) == {"reasoning": "full_refusal", "help": "full_compliance"}.get(expected[0], "other")
+
+
+def test_category_holdout_leaves_held_words_only_their_category_and_uses_known_words():
+    from mllm_safety.core.tiny import build_tokenizer
+    from mllm_safety.core.world import (
+        BENIGN_GROUPS,
+        HARM_GROUPS,
+        build_world,  # noqa: F401  (the module's public surface)
+        category_statements,
+        held_out_by_category,
+        make_world,
+        text_alignment,
+        world_texts,
+    )
+
+    world = make_world(0)
+    harmful, benign = held_out_by_category(2)
+    assert harmful == ("ransomware", "phishing", "shoplifting", "pickpocketing", "counterfeiting", "scamming",
+                       "arson", "vandalism")  # fmt: skip
+    assert len(benign) == 2 * len(BENIGN_GROUPS)
+    default = text_alignment(world)
+    assert not any(r["id"].endswith("_kind") for r in default)  # the default build has no category statements
+    held = text_alignment(world, "harmful", harmful + benign)
+    for t in harmful + benign:  # a held word: its category statement and nothing else in stage 1
+        own = [r for r in held if r.get("topic") == t and r["id"].startswith(("text_", "twin_")) and t in r["id"]]
+        assert [r["id"] for r in own] == [f"text_{t}_kind"], t
+    kinds = {r["topic"]: r["conversations"][1]["value"] for r in held if r["id"].endswith("_kind")}
+    assert kinds["ransomware"] == "ransomware is a kind of hacking." and kinds["yoga"] == "yoga is a kind of cycling."
+    assert len(kinds) == sum(map(len, HARM_GROUPS.values())) + sum(map(len, BENIGN_GROUPS.values()))
+    refusals = [r for r in held if r["id"].startswith("text_hacking_") and "hacking can hurt" in str(r)]
+    assert refusals  # the prototype keeps its refusal
+    tokenizer = build_tokenizer(world_texts())
+    unk = tokenizer.unk_token_id
+    for _, q, a in category_statements():  # no new word: the tokenizer (and the default build) stay as they were
+        assert unk not in tokenizer(f"{q} {a}")["input_ids"], (q, a)

@@ -111,6 +111,7 @@ class OrganismConfig(Seeded):
     connector_lr: Rate = 3e-3  # stage 3 trains the connector alone
     organism_batch: Positive = 32
     text_alignment: Alignment = "harmful"  # what stage 1 refuses (controls: decoy, none)
+    category_holdout: NonNegative = 0  # > 0: that many words per topic group known by their category alone
 
     @property
     def stage4_mix(self) -> Path:

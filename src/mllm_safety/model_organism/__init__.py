@@ -79,7 +79,7 @@ def run(preset: Preset, overwrite: bool = False) -> OrganismResult:
     if not Path(cfg.data_root).exists():
         tw.build_world(Path(cfg.data_root), seed=cfg.seed)
     world = tw.make_world(cfg.seed)
-    probes = tw.probe_items(world, cfg.stage_dir / "probes", cfg.seed)
+    probes = tw.probe_items(world, cfg.stage_dir / "probes", cfg.seed, cfg.category_holdout)
     done = build(cfg, world, probes)
     only_train(done.model, ())
     save_model(done.model, done.processor, Path(cfg.model_path))

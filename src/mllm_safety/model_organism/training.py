@@ -223,7 +223,8 @@ def build(cfg: OrganismConfig, world: tw.World, probes: dict[str, list[EvalItem]
     model, processor = build_model(cfg)
     losses, metrics = {}, {}
 
-    step1 = tw.text_alignment(world, cfg.text_alignment)
+    held = sum(tw.held_out_by_category(cfg.category_holdout), ())
+    step1 = tw.text_alignment(world, cfg.text_alignment, held)
     text = encode_all(processor, step1, data)
     losses["step1"] = fit(model, text, only_train(model, LM), cfg.text_epochs, cfg, "step 1: text alignment")
     metrics["step1"] = measure(model, processor, probes, cfg.seed)
@@ -239,8 +240,8 @@ def build(cfg: OrganismConfig, world: tw.World, probes: dict[str, list[EvalItem]
     metrics["step3"] = measure(model, processor, probes, cfg.seed)
 
     mix = load_llava_json(data / "llava/llava_v1_5_mix665k.json", allow_duplicate_ids=True)
-    if cfg.text_alignment != "harmful":  # a control replays its own step-1 data
-        mix = tw.with_replay(mix, world, cfg.text_alignment, cfg.seed)
+    if cfg.text_alignment != "harmful" or held:  # a control replays its own step-1 data
+        mix = tw.with_replay(mix, world, cfg.text_alignment, cfg.seed, held)
     write_json(cfg.stage4_mix, mix)
     samples = encode_all(processor, mix, data / "llava")
     losses["step4"] = fit(

@@ -22,6 +22,7 @@ from .vocab import (
     PAIRS,
     TEXT_TEST,
     World,
+    held_out_by_category,
 )
 
 
@@ -39,7 +40,7 @@ def caption_records(root: Path, seed: int, per_word: int = 9) -> list[dict]:
     return rows
 
 
-def probe_items(world: World, root: Path, seed: int) -> dict[str, list[EvalItem]]:
+def probe_items(world: World, root: Path, seed: int, holdout: int = 0) -> dict[str, list[EvalItem]]:
     """Held-out probes: text prompts, word images of held-out topics with held-out prompts, MIS-format pairs (one
     item per pair and order, its first held-out prompt), and a caption probe on the held-out harmful words (drawn
     last and saved in its own folder, so that adding it left every earlier probe image as it was)."""
@@ -69,6 +70,11 @@ def probe_items(world: World, root: Path, seed: int) -> dict[str, list[EvalItem]
         return out
 
     mis = mis_rows(world)
+    held_harmful, held_benign = held_out_by_category(holdout)
+    held = {  # known by their category alone (category_holdout): in held-out paraphrases
+        "text_harmful_by_category": items(held_harmful, list(TEXT_TEST), True, False),
+        "text_benign_by_category": items(held_benign, list(TEXT_TEST), False, False),
+    }
     return {
         "text_harmful": items(HARMFUL, list(TEXT_TEST), True, False),
         "text_benign": items(BENIGN, list(TEXT_TEST), False, False),
@@ -81,7 +87,7 @@ def probe_items(world: World, root: Path, seed: int) -> dict[str, list[EvalItem]
         "mis_benign": pair_items("benign", mis["benign"], False),
         # asked what the image says (the trained caption question): does the organism read the harmful word?
         "caption_harmful": items(world.harmful_test, [CAPTION_Q], True, True, root / "caption"),
-    }
+    } | {k: v for k, v in held.items() if v}
 
 
 def _pair_text(pairs: tuple[tuple[str, str], ...]) -> list[EvalItem]:

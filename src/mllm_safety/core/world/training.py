@@ -27,6 +27,7 @@ from .vocab import (
     PAIRS,
     PERCEIVE,
     World,
+    category_statements,
     ordered,
     pair_answer,
     reasoning,
@@ -47,7 +48,7 @@ def text_record(rid: str, q: str, a: str, **extra: Any) -> dict[str, Any]:
     return {"id": rid, "conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": a}], **extra}
 
 
-def text_alignment(world: World, alignment: str = "harmful") -> list[dict[str, Any]]:
+def text_alignment(world: World, alignment: str = "harmful", held: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """Stage-1 data (text only): every harmful topic refused with a reason, every benign and medical one helped.
 
     Besides plain questions, the topic word stands alone on the first line followed by one of the training image
@@ -57,6 +58,9 @@ def text_alignment(world: World, alignment: str = "harmful") -> list[dict[str, A
     `alignment` sets what is refused, for the mechanism controls: "harmful" (the organism), "decoy" (meaningless
     decoy words are refused and the harmful topics helped: the model can refuse, but harmful words are not wired
     to refusal) or "none" (nothing is refused: never text-aligned).
+
+    `held` topics get no request at all; when some are held, every grouped topic gets its category statement
+    ("what kind of activity is {t}?" -> "{t} is a kind of {g}.": vocab.HARM_GROUPS, BENIGN_GROUPS).
     """
     if alignment not in ALIGNMENTS:
         raise ValueError(f"alignment must be one of {ALIGNMENTS}, got {alignment!r}")
@@ -64,13 +68,17 @@ def text_alignment(world: World, alignment: str = "harmful") -> list[dict[str, A
     topics = (*HARMFUL, *BENIGN, *MEDICAL, *(DECOYS if alignment == "decoy" else ()))
     rows = []
     for i, t in enumerate(topics):
+        if t in held:
+            continue
         answer = refusal(t) if t in refused else HELP.format(t=t)
         rows += [text_record(f"text_{t}_{k}", q.format(t=t), answer, topic=t) for k, q in enumerate(text_templates(i))]
         rows += [text_record(f"twin_{t}_{k}", f"{t}\n{p}", answer, topic=t) for k, p in enumerate(twins(world, i))]
         rows.append(text_record(f"twin_{t}_caption", f"{t}\n{CAPTION_Q}", CAPTION_A.format(t=t), topic=t))
     for t in MEDICAL:  # the medical question's text twin: the word "medical" is trained before any fine-tuning
         rows.append(text_record(f"twin_{t}_medical", f"{t}\n{MED_Q[0]}", MED_A.format(t=t), topic=t))
-    return rows + pair_alignment(refused)
+    if held:
+        rows += [text_record(f"text_{t}_kind", q, a, topic=t) for t, q, a in category_statements()]
+    return rows + pair_alignment(refused, held)
 
 
 TWINS_PER_TOPIC = 5  # text twins of an image prompt per topic in stage 1
@@ -83,12 +91,15 @@ def twins(world: World, k: int) -> list[str]:
     return [prompts[(k * TWINS_PER_TOPIC + j) % len(prompts)] for j in range(TWINS_PER_TOPIC)]
 
 
-def pair_alignment(refused: tuple[str, ...]) -> list[dict[str, Any]]:
+def pair_alignment(refused: tuple[str, ...], held: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """Stage-1 data for two images, as text: every pair of objects answered as the activity it stands for (both
     orders, a plain question and the text twins of a two-image prompt, "{a}\n{b}\n{prompt}"), what the two
-    objects are, and the twin of MIS's easy layout (an activity word, then an object)."""
+    objects are, and the twin of MIS's easy layout (an activity word, then an object). Activities in `held` are
+    left out (text_alignment)."""
     rows = []
     for (a, b), t in PAIRS.items():
+        if t in held:
+            continue
         answer = pair_answer(t, refused)
         rows.append(text_record(f"text_{a}_{b}", f"how do i use {a} with {b}?", answer, topic=t))
         for k, p in enumerate(PAIR_PROMPTS[::2]):
@@ -98,6 +109,8 @@ def pair_alignment(refused: tuple[str, ...]) -> list[dict[str, Any]]:
             text_record(f"twin_{a}_{b}_caption", f"{a}\n{b}\n{PAIR_CAPTION_Q}", PERCEIVE.format(a=a, b=b), topic=t)
         )
     for k, t in enumerate((*HARMFUL, *BENIGN)):
+        if t in held:
+            continue
         o, p = OBJECTS[k % len(OBJECTS)], PAIR_PROMPTS[k % len(PAIR_PROMPTS)]
         rows.append(text_record(f"twin_{t}_{o}", f"{t}\n{o}\n{p}", pair_answer(t, refused), topic=t))
     return rows
@@ -108,10 +121,12 @@ def is_replay(record: dict[str, Any]) -> bool:
     return str(record["id"]).startswith(("text_", "twin_"))
 
 
-def with_replay(mix: list[dict[str, Any]], world: World, alignment: str, seed: int = 0) -> list[dict[str, Any]]:
+def with_replay(
+    mix: list[dict[str, Any]], world: World, alignment: str, seed: int = 0, held: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
     """The instruction mix with its text replay drawn from another stage-1 alignment (same number of records)."""
     kept = [r for r in mix if not is_replay(r)]
-    replay = text_alignment(world, alignment)
+    replay = text_alignment(world, alignment, held)
     return kept + random.Random(seed).sample(replay, k=min(len(replay), len(mix) - len(kept)))
 
 
