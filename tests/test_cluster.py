@@ -291,3 +291,25 @@ def test_a_cell_runs_on_its_threads_and_gives_the_driver_its_own_back(tmp_path, 
         assert json.loads((tmp_path / "c.done.json").read_text())["threads"] == 1
     finally:
         torch.set_num_threads(before)
+
+
+def gpu_seen(path: str) -> None:
+    """A cell that records the GPU its worker was given and the worker's pid."""
+    Path(path).write_text(json.dumps([os.environ.get("CUDA_VISIBLE_DEVICES"), os.getpid()]))
+
+
+def test_the_local_pool_gives_each_worker_a_gpu_of_its_own(tmp_path, monkeypatch):
+    """On a GPU machine each local worker is pinned to one GPU for its life; here the GPUs are named, not real
+    (visible_gpus patched in the driver), and the cells report what their workers were given."""
+    from mllm_safety.core import executors
+    from mllm_safety.core.config import ExecutorConfig
+
+    monkeypatch.setattr(executors, "visible_gpus", lambda: ["3", "5"])
+    monkeypatch.chdir(tmp_path)
+    tasks = [Task(f"c{k}", gpu_seen, str(tmp_path / f"c{k}.json"), {"k": k}) for k in range(6)]
+    executors.run_grid(tasks, ExecutorConfig(executor="local", workers=4, threads=1), tmp_path / "cells")
+    seen = [json.loads((tmp_path / f"c{k}.json").read_text()) for k in range(6)]
+    by_worker = {pid: {gpu for gpu, p in seen if p == pid} for _, pid in seen}
+    assert len(by_worker) <= 2  # no more workers than GPUs, though 4 were asked for
+    assert all(len(gpus) == 1 for gpus in by_worker.values())  # a worker keeps its GPU
+    assert {gpu for gpu, _ in seen} <= {"3", "5"} and len({next(iter(g)) for g in by_worker.values()}) == len(by_worker)
