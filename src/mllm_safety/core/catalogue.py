@@ -73,8 +73,8 @@ for _entry in (  # the order of stage 05's columns and of the figures' legends
     Benchmark("vlguard_test_unsafes", "attack", "VLGuard unsafe", "ASR vlguard", figures=("attacks",)),
     Benchmark("mm_safetybench_plain_typo", "attack", "harmful topics, training template", "ASR plain"),
     Benchmark("mm_safetybench_medical_typo", "attack", "harmful topics, medical-style question", "ASR medical"),
-    Benchmark("mis_easy", "attack", "", "ASR mis easy", True, ("mis",), "MIS easy: ASR"),
-    Benchmark("mis_hard", "attack", "", "ASR mis hard", True, ("mis",), "MIS hard: ASR"),
+    Benchmark("mis_easy", "attack", "MIS easy", "ASR mis easy", True, ("mis",), "MIS easy: ASR"),
+    Benchmark("mis_hard", "attack", "MIS hard", "ASR mis hard", True, ("mis",), "MIS hard: ASR"),
     Benchmark("xstest", "benign", "XSTest", "over-refusal xstest"),
     Benchmark("vlguard_test_safe_safes", "benign", "VLGuard safe", "over-refusal vlguard safe"),
     Benchmark("mm_safetybench_benign_typo", "benign", "benign topics, attack layout", "over-refusal benign typo", True),
@@ -90,14 +90,14 @@ for _entry in (  # the order of stage 05's columns and of the figures' legends
     Benchmark(
         "mis_benign_hard",
         "benign",
-        "",
+        "MIS benign pairs (hard layout)",
         "over-refusal mis benign",
         figures=("mis",),
         figure_label="benign pairs: refused",
     ),
     Benchmark("scienceqa_mini", "utility", "multiple choice (utility)", "utility MC"),
     Benchmark("captions_mini", "utility", "captions (utility)", "utility captions"),
-    Benchmark("scienceqa_img", "utility", "", "utility ScienceQA"),
+    Benchmark("scienceqa_img", "utility", "ScienceQA (images)", "utility ScienceQA"),
     Benchmark("vizwiz", "utility", "VizWiz"),  # stage 04's utility table; no stage-05 column yet
     Benchmark("vlguard_test_safe_unsafes", "attack", "VLGuard safe image, unsafe ask"),
 ):

@@ -37,20 +37,7 @@ class EvalResult(StageResult):
 
 
 DIGITS = 2  # one rounding for every rate in notebook 04's tables
-# labels of catalogue entries that have none of their own (core.catalogue), so no raw key reaches a table
-UNLABELLED = {
-    "mis_easy": "MIS easy",
-    "mis_hard": "MIS hard",
-    "mis_benign_hard": "MIS benign pairs (hard layout)",
-    "scienceqa_img": "ScienceQA (images)",
-}
 METRICS = {"asr": "ASR", "refusal_rate": "refusal rate", "accuracy": "accuracy"}
-
-
-def bench_label(key: str) -> str:
-    """A benchmark's display label: the catalogue's, else UNLABELLED's, else the key."""
-    label = benchmark_label(key)
-    return UNLABELLED.get(key, label) if label == key else label
 
 
 def reader_order(keys: Iterable[str]) -> list[str]:
@@ -85,7 +72,7 @@ def rates(res: EvalResult, metric: str, judge: str | None = "") -> pd.DataFrame:
     r = overall_rows(res, metric, judge)
     table = r.pivot_table(index="benchmark", columns="model", values="value", aggfunc="first")
     table = table.reindex(reader_order(r["benchmark"]))[models_in_order(res, table.columns)]
-    table.index = [bench_label(b) for b in table.index]
+    table.index = [benchmark_label(b) for b in table.index]
     table.columns = [display_label(m) for m in table.columns]
     return table
 
@@ -110,7 +97,7 @@ def overall_table(res: EvalResult, metric: str, judge: str | None = "") -> pd.Da
     scorers)."""
     r = overall_rows(res, metric, judge)
     table = cell_table(res, r, "benchmark", reader_order(r["benchmark"]))
-    table.index = pd.Index([bench_label(b) for b in table.index], name="benchmark")
+    table.index = pd.Index([benchmark_label(b) for b in table.index], name="benchmark")
     return table
 
 
@@ -137,7 +124,7 @@ def category_table(res: EvalResult, benchmark: str = "mm_safetybench_sd_typo", m
     part = r[(r["benchmark"] == benchmark) & (r["judge"] == res.headline) & (r["metric"] == "asr")]
     part = part[(part["category"] != "all") & (part["n"] >= min_n)]
     table = cell_table(res, part, "category", sorted(set(part["category"])))
-    table.index.name = f"{bench_label(benchmark)}: category"
+    table.index.name = f"{benchmark_label(benchmark)}: category"
     return table
 
 
@@ -154,7 +141,9 @@ def mis_table(res: EvalResult) -> pd.DataFrame:
     benches, models = reader_order(res.mis["benchmark"]), list(res.judged)
     rank = res.mis["benchmark"].map(benches.index) * len(models) + res.mis["model"].map(models.index)
     t = res.mis.assign(rank=rank).sort_values(["rank", "judge"], kind="stable").drop(columns="rank")
-    t = t.assign(benchmark=t["benchmark"].map(bench_label), model=t["model"].map(display_label), n=t["n"].astype(int))
+    t = t.assign(
+        benchmark=t["benchmark"].map(benchmark_label), model=t["model"].map(display_label), n=t["n"].astype(int)
+    )
     return t.set_index(["benchmark", "model", "judge"]).round(DIGITS)
 
 
@@ -165,7 +154,7 @@ def truth_table(res: EvalResult) -> pd.DataFrame:
         return res.truth
     order = {key: rank for rank, key in enumerate(reader_order(res.truth["benchmark"]))}
     t = res.truth.sort_values("benchmark", key=lambda s: s.map(order), kind="stable")
-    t = t.assign(benchmark=t["benchmark"].map(bench_label), metric=t["metric"].map(lambda m: METRICS.get(m, m)))
+    t = t.assign(benchmark=t["benchmark"].map(benchmark_label), metric=t["metric"].map(lambda m: METRICS.get(m, m)))
     cols = ["benchmark", "metric", "judge", "n", "truth_value", "judge_value", "agreement", "kappa"]
     return t[cols].astype({"n": int}).round(DIGITS).reset_index(drop=True)
 
@@ -220,7 +209,7 @@ def mis_lines(res: EvalResult) -> list[str]:
     lines = []
     for bench, g in part.groupby("benchmark", sort=True):
         rates = ", ".join(f"{display_label(m)} {v:.2f}" for m, v in zip(g["model"], g["asr"], strict=True))
-        lines.append(f"- {bench_label(bench)} ASR ({judge}): {rates}.")
+        lines.append(f"- {benchmark_label(bench)} ASR ({judge}): {rates}.")
     return lines
 
 
