@@ -45,11 +45,13 @@ def fit_limits(values: Iterable[float], low: float = 0.0, high: float = 1.0) -> 
 
 
 def save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
-    """PNG and PDF, with no timestamps or version strings, so reruns on the same metrics give the same bytes."""
+    """PNG and PDF, with no timestamps or version strings, so reruns on the same metrics give the same bytes; the
+    saved area fits every artist (a colour bar's label, a legend outside the axes)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
-    fig.savefig(paths[0], metadata={"Software": None})
-    fig.savefig(paths[1], metadata={"CreationDate": None, "Creator": None, "Producer": None})
+    tight = {"bbox_inches": "tight", "pad_inches": 0.05}
+    fig.savefig(paths[0], metadata={"Software": None}, **tight)
+    fig.savefig(paths[1], metadata={"CreationDate": None, "Creator": None, "Producer": None}, **tight)
     return paths
 
 
