@@ -38,7 +38,7 @@ def pytest_terminal_summary(terminalreporter, config):
         terminalreporter.write_sep("-", "replicas exercised: real tokenizer, chat template and processor files")
         for key, count in sorted(built.items()):
             terminalreporter.write_line(f"{key}: built {count}x")
-    for report in factory.getbasetemp().rglob("gpu_check.json"):  # tests/test_gpu_check.py's CPU rehearsal
+    for report in factory.getbasetemp().glob("test_make_gpu_check_rehearsed*/out/gpu_check.json"):  # the rehearsal
         info = json.loads(report.read_text(encoding="utf-8"))
         terminalreporter.write_sep("-", "GPU check rehearsed on the CPU (make gpu-check at --scale tiny)")
         terminalreporter.write_line(f"{info['device']}: {info['wall_s']} s, {len(info['errors'])} part(s) failed")

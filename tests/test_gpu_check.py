@@ -107,3 +107,11 @@ def test_the_memory_arithmetic_worked_by_hand(replicas):
     assert (row["micro_batch"], row["max_length"]) == (4, 4096)
     assert (row["logits"], row["layer inputs"]) == (23.2, 3.1)
     assert 4.8 < row["trained state"] < 6.0
+
+
+def test_a_part_that_would_start_after_the_time_budget_is_recorded_not_run(replicas, tmp_path):
+    report = gpu_check.run(replicas, tmp_path / "out", "tiny", ["qwen2.5-vl-7b"], budget_s=0)
+    assert report["training"] == [] and report["merge"] == [] and report["generation"] == []
+    assert report["errors"] == [{"part": "qwen2.5-vl-7b training", "error": gpu_check.OVER_BUDGET, "where": ""}]
+    saved = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    assert saved["errors"] == report["errors"] and "deadline" not in saved

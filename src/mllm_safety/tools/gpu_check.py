@@ -28,6 +28,7 @@ import argparse
 import hashlib
 import importlib.util
 import json
+import math
 import platform
 import resource
 import shutil
@@ -87,6 +88,7 @@ TARGETS = {
     "qwen2.5-vl-7b": Target("qwen2.5-vl", "qwen2.5-vl-7b", 448, QWEN25_VL_7B),
 }
 WARMUP_STEPS = 1
+OVER_BUDGET = "not run: the check's time budget (--budget-s) was spent"
 TEXT_WORDS = 96  # words of question + answer in a typical sample (~128 tokens with the prompt format)
 WEIGHT_STD = 0.02  # the checkpoints' initializer_range
 
@@ -359,7 +361,7 @@ def attention_kinds() -> list[str]:
 
 
 def check_training(
-    target: Target, folder: Path, work: Path, scale: Scale, seed: int, notes: list[str]
+    target: Target, folder: Path, work: Path, scale: Scale, seed: int, notes: list[str], deadline: float = math.inf
 ) -> tuple[list[dict[str, Any]], Any, Any]:
     """Every training measurement of one model; returns the rows, the trained model and its processor."""
     from ..core.modeling import cap_image_pixels, load_processor
@@ -375,7 +377,12 @@ def check_training(
     processor = cap_image_pixels(load_processor(folder), first.image_max_pixels)
     model = make_trainable(first, load_filled(folder, first.quantization, seed))
     params = parameter_count(folder)
-    rows = [train_run(target, folder, work, scale, run, model, processor, params) for run in runs]
+    rows = []
+    for run in runs:  # past the deadline a row says so instead of running
+        late = time.monotonic() > deadline
+        rows.append(
+            not_run(target, run) if late else train_run(target, folder, work, scale, run, model, processor, params)
+        )
     unwrap(model).set_attn_implementation("sdpa")
     return rows, model, processor
 
@@ -406,6 +413,11 @@ def train_run(
         return row | {"micro_batch": size, "attention": attention, "error": f"out of memory: {str(e).splitlines()[0]}"}
     share = mfu(measured["tokens_per_s"], params)
     return row | measured | {"mfu": round(share, 4) if share is not None else None}
+
+
+def not_run(target: Target, run: tuple[str, int, str]) -> dict[str, Any]:
+    shape, size, attention = run
+    return {"model": target.preset, "samples": shape, "micro_batch": size, "attention": attention, "error": OVER_BUDGET}
 
 
 def unwrap(model: Any) -> Any:
@@ -597,7 +609,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def save(report: dict[str, Any], out: Path) -> None:
-    write_json(out / "gpu_check.json", report)
+    write_json(out / "gpu_check.json", {k: v for k, v in report.items() if k != "deadline"})
     write_text(out / "gpu_check.md", markdown(report))
 
 
@@ -605,7 +617,11 @@ def save(report: dict[str, Any], out: Path) -> None:
 
 
 def guarded(report: dict[str, Any], what: str, step: Callable[[], Any]) -> Any:
-    """Run one part; a failure is recorded (part, one line, the traceback's end) and the check goes on."""
+    """Run one part; a failure is recorded (part, one line, the traceback's end) and the check goes on; past the
+    deadline the part is recorded as not run."""
+    if time.monotonic() > report["deadline"]:
+        report["errors"].append({"part": what, "error": OVER_BUDGET, "where": ""})
+        return None
     try:
         return step()
     except Exception as e:  # noqa: BLE001 - one part's failure must not cost the rest of the lease
@@ -616,13 +632,16 @@ def guarded(report: dict[str, Any], what: str, step: Callable[[], Any]) -> Any:
         return None
 
 
-def run(replicas: Path, out: Path, scale: str, only: list[str], seed: int = 0) -> dict[str, Any]:
+def run(
+    replicas: Path, out: Path, scale: str, only: list[str], seed: int = 0, budget_s: float = math.inf
+) -> dict[str, Any]:
     """Every part for every target in `only`, saved after each target (a lease that ends early keeps what was
-    done)."""
+    done); a part or training row that would start after `budget_s` seconds is recorded as not run."""
     start = time.perf_counter()
     work = out / "work"
     report: dict[str, Any] = {"device": device_name(), "scale": scale, "versions": versions(), "training": [],
-                              "generation": [], "merge": [], "errors": [], "notes": [], "wall_s": 0.0}  # fmt: skip
+                              "generation": [], "merge": [], "errors": [], "notes": [], "wall_s": 0.0,
+                              "deadline": time.monotonic() + budget_s}  # fmt: skip
     if not torch.cuda.is_available():
         report["notes"] += NOT_ON_CPU
     for name in only:
@@ -637,7 +656,9 @@ def check_target(report: dict[str, Any], target: Target, folder: Path, work: Pat
     """Training, the merge (on the trained adapter) and generation for one model, each part guarded."""
     name = target.preset
     trained = guarded(
-        report, f"{name} training", lambda: check_training(target, folder, work, scale, seed, report["notes"])
+        report,
+        f"{name} training",
+        lambda: check_training(target, folder, work, scale, seed, report["notes"], report["deadline"]),
     )
     if trained is None:
         return
@@ -700,6 +721,7 @@ def main(argv: list[str] | None = None) -> int:
     go.add_argument("--scale", choices=("7b", "tiny"), default="7b")
     go.add_argument("--only", nargs="+", choices=list(TARGETS), default=list(TARGETS))
     go.add_argument("--seed", type=int, default=0)
+    go.add_argument("--budget-s", type=float, default=330.0, help="start no part after this many seconds")
     mem = sub.add_parser("memory", help="the worst-case memory arithmetic of the presets (a markdown table)")
     mem.add_argument("--replicas", type=Path, required=True)
     args = p.parse_args(argv)
@@ -709,7 +731,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_cli(lambda: print("\n".join(str(f) for f in prepare(args.out, scales=tuple(args.scales)))))
 
     def go_run() -> None:
-        report = run(args.replicas, args.out, args.scale, args.only, args.seed)
+        report = run(args.replicas, args.out, args.scale, args.only, args.seed, args.budget_s)
         print(markdown(report))
 
     return run_cli(go_run)
