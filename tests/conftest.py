@@ -24,13 +24,18 @@ def world_data(tmp_path_factory) -> Path:
     return build_world(tmp_path_factory.mktemp("data") / "world", seed=0)
 
 
+def real_paths(paths):
+    """The paths that do not pass through pytest's `<name>current` links (each folder counted once)."""
+    return [p for p in paths if not any(part.endswith("current") for part in p.parts)]
+
+
 def pytest_terminal_summary(terminalreporter, config):
     """Name the replicas this session built and tested (each writes replica.json naming the checkpoint)."""
     factory = getattr(config, "_tmp_path_factory", None)
     if factory is None:
         return
     built: dict[str, int] = {}
-    for marker in factory.getbasetemp().rglob("replica.json"):
+    for marker in real_paths(factory.getbasetemp().rglob("replica.json")):
         info = json.loads(marker.read_text(encoding="utf-8"))
         key = f"{info['family']} ({info['checkpoint']})"
         built[key] = built.get(key, 0) + 1
@@ -38,7 +43,7 @@ def pytest_terminal_summary(terminalreporter, config):
         terminalreporter.write_sep("-", "replicas exercised: real tokenizer, chat template and processor files")
         for key, count in sorted(built.items()):
             terminalreporter.write_line(f"{key}: built {count}x")
-    for report in factory.getbasetemp().glob("test_make_gpu_check_rehearsed*/out/gpu_check.json"):  # the rehearsal
+    for report in real_paths(factory.getbasetemp().glob("test_make_gpu_check_rehearsed*/out/gpu_check.json")):
         info = json.loads(report.read_text(encoding="utf-8"))
         terminalreporter.write_sep("-", "GPU check rehearsed on the CPU (make gpu-check at --scale tiny)")
         terminalreporter.write_line(f"{info['device']}: {info['wall_s']} s, {len(info['errors'])} part(s) failed")
