@@ -61,14 +61,14 @@ tiny-real: $(STAMP)  ## the llava-1.5-7b, llava-next-7b and qwen2.5-vl-7b preset
 		--set model_path=runs/replicas/qwen2.5-vl $(TINY_SIZES) \
 		"train_mixes=[$(TINY_MIXES), mis_reasoning]" "eval_adapters=[$(TINY_MIXES), mis_reasoning]"
 
-gpu-wheels: $(STAMP)  ## here: .gpu/ with the wheels the lent GPU machine lacks and the weightless replicas (< 64 MiB)
+gpu-wheels: $(STAMP)  ## here: .gpu/ with the wheels a GPU machine without network lacks and the weightless replicas (< 64 MiB)
 	$(PY) -m mllm_safety.tools.gpu_wheels --out .gpu/wheels
 	rm -rf .gpu/replicas && $(PY) -m mllm_safety.tools.gpu_check prepare --out .gpu/replicas --scales 7b
 	@du -sh .gpu | sed 's/^/carried: /'
 
 # On the lent GPU machine (no venv, no network): device run with carry [".gpu"], command `make gpu-check`.
 GPU_OUT ?= $(or $(OUT),runs/gpu-check)
-gpu-check:  ## on a GPU: the 7B check (training, generation, merge) into $$OUT or runs/gpu-check (benchmarks/README.md)
+gpu-check:  ## on a GPU: the 7B check (training, generation, merge) into OUT=folder (default runs/gpu-check) (benchmarks/README.md)
 	bash benchmarks/gpu_check.sh $(GPU_OUT) $(GPU_CHECK_ARGS)
 
 slurm-up:  ## install SLURM when missing (apt), start a one-node cluster, run one job, stop it (tests/test_cluster.py)
