@@ -59,12 +59,26 @@ def find_parts(model: torch.nn.Module) -> Parts:
     return Parts(decoder, vision, connectors, head)
 
 
-def parts_from_config(model_path: str | Path, trust_remote_code: bool = False) -> Parts:
-    """The parts of a model without loading its weights (built on the meta device)."""
+def skeleton(model_path: str | Path, trust_remote_code: bool = False) -> torch.nn.Module:
+    """The model built from its config on the meta device: every module and shape, no weights, no memory."""
     config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
     with torch.device("meta"):
-        skeleton = AutoModelForImageTextToText.from_config(config, trust_remote_code=trust_remote_code)
-    return find_parts(skeleton)
+        return AutoModelForImageTextToText.from_config(config, trust_remote_code=trust_remote_code)
+
+
+def parts_from_config(model_path: str | Path, trust_remote_code: bool = False) -> Parts:
+    """The parts of a model without loading its weights."""
+    return find_parts(skeleton(model_path, trust_remote_code))
+
+
+def full_finetune_trains(parts: Parts, train_projector: bool) -> tuple[str, ...]:
+    """The parts full fine-tuning trains: the language model, its head and (unless frozen) the connector."""
+    return (parts.decoder, parts.lm_head, *(parts.connectors if train_projector else ()))
+
+
+def in_part(name: str, part_names: tuple[str, ...]) -> bool:
+    """True when the dotted parameter or module name lies inside one of the parts."""
+    return any(name == t or name.startswith(t + ".") for t in part_names)
 
 
 def compute_dtype() -> torch.dtype:
@@ -287,16 +301,11 @@ FULL_BYTES = {"trained": 16, "frozen": 4}
 
 def full_finetune_bytes(model_path: str | Path, train_projector: bool, trust_remote_code: bool = False) -> int:
     """Weights, gradients and optimizer state of full fine-tuning (FULL_BYTES), counted on the meta device."""
-    config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
-    with torch.device("meta"):
-        skeleton = AutoModelForImageTextToText.from_config(config, trust_remote_code=trust_remote_code)
-    parts = find_parts(skeleton)
-    trained = (parts.decoder, parts.lm_head, *(parts.connectors if train_projector else ()))
-    total = 0
-    for name, p in skeleton.named_parameters():
-        kind = "trained" if any(name == t or name.startswith(t + ".") for t in trained) else "frozen"
-        total += p.numel() * FULL_BYTES[kind]
-    return total
+    model = skeleton(model_path, trust_remote_code)
+    trained = full_finetune_trains(find_parts(model), train_projector)
+    return sum(
+        p.numel() * FULL_BYTES["trained" if in_part(n, trained) else "frozen"] for n, p in model.named_parameters()
+    )
 
 
 def check_full_fits(need: int, available: int, processes: int, model_path: str | Path) -> None:
@@ -312,10 +321,9 @@ def check_full_fits(need: int, available: int, processes: int, model_path: str |
 def full_finetune(model: torch.nn.Module, train_projector: bool, gradient_checkpointing: bool) -> torch.nn.Module:
     """Make every weight of the language model trainable (and of the connector, unless train_projector is off);
     the vision tower stays frozen, as in MIS's full fine-tuning recipe."""
-    parts = find_parts(model)
-    trained = (parts.decoder, parts.lm_head, *(parts.connectors if train_projector else ()))
+    trained = full_finetune_trains(find_parts(model), train_projector)
     for name, p in model.named_parameters():
-        p.requires_grad = any(name == t or name.startswith(t + ".") for t in trained)
+        p.requires_grad = in_part(name, trained)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()

@@ -30,8 +30,7 @@ from ..core.cli import run_cli
 
 PYTHON = "3.12"
 CUDA = "130"  # torch 2.11.0+cu130 there: bitsandbytes loads libbitsandbytes_cuda130.so
-PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64",
-             "manylinux2014_x86_64", "manylinux1_x86_64"]  # fmt: skip
+PLATFORMS = [f"manylinux_2_{n}_x86_64" for n in (28, 27, 24, 17)] + ["manylinux2014_x86_64", "manylinux1_x86_64"]
 # distribution -> why it travels; the version is the one installed here (the pins the tests ran with)
 CARRIED = {
     "bitsandbytes": "not installed there (NF4 quantization)",
@@ -49,9 +48,10 @@ BUDGET_MIB = 40  # the carried wheels; the rest of the 64 MiB is the working tre
 
 def download(name: str, version: str, folder: Path) -> Path:
     """One wheel for the machine's Python and platform, without its requirements (CARRIED names each one)."""
-    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", "--python-version",
-           PYTHON, "--implementation", "cp", *[a for p in PLATFORMS for a in ("--platform", p)], "-d", str(folder),
-           f"{name}=={version}"]  # fmt: skip
+    platforms = [a for p in PLATFORMS for a in ("--platform", p)]
+    target = ["--python-version", PYTHON, "--implementation", "cp", *platforms]
+    pip = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:"]
+    cmd = [*pip, *target, "-d", str(folder), f"{name}=={version}"]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(f"pip download {name}=={version} failed: {done.stderr.strip().splitlines()[-1]}")
