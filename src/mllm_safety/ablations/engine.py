@@ -94,11 +94,11 @@ def base_inputs(model: str) -> dict[str, str]:
     return {"base": source_fingerprint(model), "judging": str(JUDGING)}
 
 
-def arm_inputs(mix: dict[str, Any], base: Base) -> dict[str, str]:
+def arm_inputs(mix: dict[str, Any], base: Base, finetune: str) -> dict[str, str]:
     """The data files a run mixes from, its base weights, for a control its organism's instruction mix, and the
     code versions of training and judging (a cell made by older code is run again)."""
     stage4 = {"stage4_mix": fingerprint(base[1])} if base[1] else {}
-    return data_inputs(mix) | base_inputs(base[0]) | stage4 | {"recipe": str(RECIPE)}
+    return data_inputs(mix) | base_inputs(base[0]) | stage4 | {"recipe": str(RECIPE[finetune])}
 
 
 def row_arm(row: Any) -> Arm:
@@ -123,7 +123,8 @@ def grid_tasks(preset: Preset, table: pd.DataFrame) -> list[Task]:
         arm = row_arm(row)
         spec = CellSpec(data, arm.alignment, dataclasses.asdict(arm), row.seed, row.run)
         config = {"arm": dataclasses.asdict(arm), "seed": row.seed, **sections}
-        inputs = partial(arm_inputs, sections["mix"], control_base(preset, arm.alignment, build=False))
+        base = control_base(preset, arm.alignment, build=False)
+        inputs = partial(arm_inputs, sections["mix"], base, preset.train.finetune)
         tasks.append(Task(row.run, arm_cell, spec, config, inputs, 1, needs[arm.alignment]))
     return tasks
 

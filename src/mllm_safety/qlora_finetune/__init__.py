@@ -72,8 +72,10 @@ __all__ = [
     "what_we_saw",
 ]
 log = logging.getLogger(__name__)
-RECIPE = 2  # bump when a code change changes what training makes from the same inputs: finished runs are redone
-# (2: the image tag in front in LLaVA formats, control-token strings in text skipped, eos_rule)
+# Per finetune kind: bump when a code change changes what training makes from the same inputs (finished runs are
+# redone). 2: the image tag in front in LLaVA formats, control-token strings in text skipped, eos_rule;
+# full 3: fp32 master weights under bf16 autocast (a GPU run made before trained bf16 weights).
+RECIPE = {"lora": 2, "full": 3}
 
 
 def training_inputs(cfg: TrainConfig, mix: str) -> dict[str, str]:
@@ -82,7 +84,7 @@ def training_inputs(cfg: TrainConfig, mix: str) -> dict[str, str]:
     return {
         "mixture": fingerprint(mixture_path(cfg, mix)),
         "base": source_fingerprint(cfg.model_path),
-        "recipe": str(RECIPE),
+        "recipe": str(RECIPE[cfg.finetune]),
     }
 
 
