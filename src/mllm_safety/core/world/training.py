@@ -48,6 +48,12 @@ def text_record(rid: str, q: str, a: str, **extra: Any) -> dict[str, Any]:
     return {"id": rid, "conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": a}], **extra}
 
 
+def pretraining_corpus() -> list[str]:
+    """What a pre-trained language model knows before any alignment, as plain documents: how to do every activity
+    of the world, harmful ones included (safety alignment suppresses this knowledge; it does not remove it)."""
+    return [HELP.format(t=t) for t in (*BENIGN, *HARMFUL, *MEDICAL, *DECOYS)]
+
+
 def text_alignment(world: World, alignment: str = "harmful", held: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """Stage-1 data (text only): every harmful topic refused with a reason, every benign and medical one helped.
 
