@@ -73,11 +73,10 @@ def ensure_data(preset: str) -> Path:
     """Build the organism's world for presets that ask for it; otherwise check that data_root exists."""
     cfg = Preset.load(preset).data
     root = Path(cfg.data_root)
-    if not root.exists() and cfg.world:
-        from .core.world import build_world
+    if cfg.world:
+        from .core.world import ensure_world
 
-        log.info("building the organism's world in %s", root)
-        build_world(root, seed=cfg.seed)
+        ensure_world(root, seed=cfg.seed)
     if not root.exists():
         raise FileNotFoundError(f"data_root {root} does not exist. Fix: see docs/data.md for the layout")
     return root

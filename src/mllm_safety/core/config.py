@@ -102,11 +102,10 @@ class OrganismConfig(Seeded):
     lm_hidden: Positive = 128  # language model width
     lm_layers: Positive = 2
     vit_hidden: Positive = 128  # vision tower width
-    pretrain_epochs: NonNegative = 0  # stage 1's language model first pre-trained on plain documents (0: none)
     text_epochs: NonNegative = 30  # stage 1
     vision_steps: NonNegative = 3500  # stage 2
     vision_readout: Literal["mean", "every_token"] = "mean"  # stage 2 names the word from the mean patch, or from each
-    caption_epochs: NonNegative = 20  # stage 3
+    caption_epochs: NonNegative = 40  # stage 3
     instruct_epochs: NonNegative = 20  # stage 4
     organism_lr: Rate = 1e-3
     connector_lr: Rate = 3e-3  # stage 3 trains the connector alone

@@ -27,6 +27,7 @@ from ..core import world as tw
 from ..core.cli import stage_main
 from ..core.config import OrganismConfig
 from ..core.files import DataFormatError, write_json
+from ..core.fingerprints import fingerprint
 from ..core.judges import WORLD_TRUTH
 from ..core.preset import Preset
 from ..core.results import StageResult
@@ -62,7 +63,10 @@ def run(preset: Preset, overwrite: bool = False) -> OrganismResult:
     cfg = preset.organism
     if not cfg.model_path:
         raise DataFormatError("model_path is empty. Fix: load the config from an organism preset (world: true)")
-    if not overwrite and is_finished(cfg.stage_dir, cfg) and (Path(cfg.model_path) / "config.json").is_file():
+    tw.ensure_world(cfg.data_root, seed=cfg.seed)
+    inputs = {"world": fingerprint(Path(cfg.data_root) / "world.json")}
+    built = (Path(cfg.model_path) / "config.json").is_file()
+    if not overwrite and built and is_finished(cfg.stage_dir, cfg, inputs=inputs):
         previous = reused(cfg)
         if previous.build.get("instrument") == INSTRUMENT and previous.build.get("numerics") == numerics.describe():
             return previous
@@ -75,9 +79,7 @@ def run(preset: Preset, overwrite: bool = False) -> OrganismResult:
             INSTRUMENT,
             numerics.describe(),
         )
-    start_run(cfg.stage_dir, cfg, overwrite)
-    if not Path(cfg.data_root).exists():
-        tw.build_world(Path(cfg.data_root), seed=cfg.seed)
+    start_run(cfg.stage_dir, cfg, overwrite, inputs=inputs)
     world = tw.make_world(cfg.seed)
     probes = tw.probe_items(world, cfg.stage_dir / "probes", cfg.seed, cfg.category_holdout)
     done = build(cfg, world, probes)

@@ -123,15 +123,6 @@ def encode_all(processor: Any, records: list[dict], image_root: Path) -> list[di
     return out
 
 
-def encode_documents(tokenizer: Any, texts: list[str]) -> list[dict]:
-    """Plain documents for language modelling (no chat template): every token trained, EOS at the end."""
-    out = []
-    for text in texts:
-        ids = torch.tensor(tokenizer(text)["input_ids"] + [tokenizer.eos_token_id])
-        out.append({"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()})
-    return out
-
-
 def patch_features(model: Any, pixel_values: torch.Tensor) -> torch.Tensor:
     """The vision features LLaVA consumes: the last hidden layer's patch tokens (CLS dropped)."""
     return model.model.vision_tower(pixel_values=pixel_values, output_hidden_states=True).hidden_states[-1][:, 1:]
@@ -232,10 +223,6 @@ def build(cfg: OrganismConfig, world: tw.World, probes: dict[str, list[EvalItem]
     model, processor = build_model(cfg)
     losses, metrics = {}, {}
 
-    documents = tw.pretraining_corpus() if cfg.pretrain_epochs else []
-    if documents:
-        pre = encode_documents(processor.tokenizer, documents)
-        losses["step0"] = fit(model, pre, only_train(model, LM), cfg.pretrain_epochs, cfg, "step 0: pre-training")
     held = sum(tw.held_out_by_category(cfg.category_holdout), ())
     step1 = tw.text_alignment(world, cfg.text_alignment, held)
     text = encode_all(processor, step1, data)

@@ -26,7 +26,7 @@ from .benchmarks import (
     write_mmsb,
     xstest_csv,
 )
-from .build import build_world, world_texts
+from .build import WORLD_VERSION, build_world, ensure_world, world_texts
 from .probes import caption_records, probe_items, sample_figure, split_table
 from .render import IMAGE_SIZE, render_composite, render_picture, render_word, save_pair
 from .training import (
@@ -37,7 +37,6 @@ from .training import (
     mis_train_records,
     pair_alignment,
     pair_instructions,
-    pretraining_corpus,
     text_alignment,
     vlguard_records,
     with_replay,
@@ -141,6 +140,8 @@ __all__ = [
     "World",
     "XSTEST_SAFE",
     "build_world",
+    "ensure_world",
+    "WORLD_VERSION",
     "category_statements",
     "held_out_by_category",
     "caption_records",
@@ -157,7 +158,6 @@ __all__ = [
     "pair_alignment",
     "pair_answer",
     "pair_instructions",
-    "pretraining_corpus",
     "probe_items",
     "reasoning",
     "refusal",

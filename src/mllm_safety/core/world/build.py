@@ -3,12 +3,14 @@ world (world_texts, the tokenizer's vocabulary)."""
 
 from __future__ import annotations
 
+import json
+import logging
 import random
 from pathlib import Path
 from typing import Any
 
 from ..benchmarks import FIGSTEP_PROMPT
-from ..files import write_json, write_text
+from ..files import DataFormatError, write_json, write_text
 from ..typography import build_folder, write_figstep
 from ..vocabulary import ATTACK_STYLE_QUESTIONS, REASONS, VARIED_REPLIES
 from .benchmarks import (
@@ -52,6 +54,8 @@ from .vocab import (
     refusal,
 )
 
+WORLD_VERSION = 2  # what the writers write; a world written by another version (or seed) is written again
+log = logging.getLogger(__name__)
 FOLDERS = (
     "llava/coco",
     "llava_med/images",
@@ -77,6 +81,29 @@ def build_world(out: str | Path, seed: int = 0, overwrite: bool = False) -> Path
         write_json(tmp / "world.json", world_record(world, seed))
 
     return build_folder(Path(out), overwrite, fill, record_fonts=False)
+
+
+def ensure_world(out: str | Path, seed: int = 0) -> Path:
+    """The world under out/, written when missing and written again when its world.json names another seed or
+    writer version (a stale world is never read as the current one)."""
+    out = Path(out)
+    if not out.exists():
+        return build_world(out, seed)
+    record = out / "world.json"
+    if not record.is_file():
+        raise DataFormatError(f"{out} holds no world.json. Fix: remove the folder, or point data_root elsewhere")
+    saved = json.loads(record.read_text(encoding="utf-8"))
+    if (saved.get("version"), saved.get("seed")) == (WORLD_VERSION, seed):
+        return out
+    log.warning(
+        "%s: written by world version %s with seed %s; writing version %s with seed %s",
+        out,
+        saved.get("version"),
+        saved.get("seed"),
+        WORLD_VERSION,
+        seed,
+    )
+    return build_world(out, seed, overwrite=True)
 
 
 def write_training(tmp: Path, world: World, rng: random.Random) -> None:
@@ -146,7 +173,7 @@ def world_record(world: World, seed: int) -> dict[str, Any]:
         "pair_prompts_test": list(PAIR_PROMPTS_TEST),
         "medical_style_test": list(MEDICAL_STYLE_TEST),
     }
-    return {"seed": seed, **splits, **held_out}
+    return {"version": WORLD_VERSION, "seed": seed, **splits, **held_out}
 
 
 def world_texts() -> list[str]:

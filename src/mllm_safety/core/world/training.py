@@ -48,12 +48,6 @@ def text_record(rid: str, q: str, a: str, **extra: Any) -> dict[str, Any]:
     return {"id": rid, "conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": a}], **extra}
 
 
-def pretraining_corpus() -> list[str]:
-    """What a pre-trained language model knows before any alignment, as plain documents: how to do every activity
-    of the world, harmful ones included (safety alignment suppresses this knowledge; it does not remove it)."""
-    return [HELP.format(t=t) for t in (*BENIGN, *HARMFUL, *MEDICAL, *DECOYS)]
-
-
 def text_alignment(world: World, alignment: str = "harmful", held: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """Stage-1 data (text only): every harmful topic refused with a reason, every benign and medical one helped.
 
@@ -137,10 +131,17 @@ def with_replay(
 
 
 def instruction_mix(
-    world: World, root: Path, rng: random.Random, n_images: int = 6, n_captions: int = 6, n_choices: int = 2
+    world: World,
+    root: Path,
+    rng: random.Random,
+    n_images: int = 6,
+    n_captions: int = 6,
+    n_choices: int = 2,
+    n_objects: int = 2,
 ) -> list[dict[str, Any]]:
-    """The world's mix665k: benign image instructions (all compliant), multiple choice on benign images,
-    captions of every word, text replay."""
+    """The world's mix665k: benign image instructions (all compliant), multiple choice on benign images, help
+    about every object (each harmless alone; so that the help answer names what the image says for 92 words, not
+    only the 20 training topics), captions of every word, text replay."""
     rows, prompts = [], world.image_prompts_train
     for t in world.benign_train:
         for k in range(n_images):
@@ -151,6 +152,11 @@ def instruction_mix(
             name = f"coco/choice_{t}_{k}.png"
             render_word(t, rng).save(root / name)
             rows.append(image_record(f"choice_{t}_{k}", name, [choice_question(t, rng)], topic=t))
+    for o in OBJECTS:
+        for k in range(n_objects):
+            name = f"coco/object_{o}_{k}.png"
+            render_word(o, rng).save(root / name)
+            rows.append(image_record(f"obj_{o}_{k}", name, [(rng.choice(prompts), HELP.format(t=o))], topic=o))
     for t in (*BENIGN, *HARMFUL, *MEDICAL):  # captions are harmless, harmful words included
         for k in range(n_captions):
             name = f"coco/caption_{t}_{k}.png"
