@@ -23,7 +23,10 @@ COLUMNS = {  # (benchmark, metric) -> column header; the item count is added in 
     ("mm_safetybench_typo", "asr"): "ASR, attack layout (MM-SafetyBench TYPO",
     ("mm_safetybench_plain_typo", "asr"): "ASR, same harmful topics in the training template (",
     ("mm_safetybench_benign_typo", "refusal_rate"): "benign topics in the attack layout, refused (",
-    ("mm_safetybench_benign_medical_typo", "refusal_rate"): "benign topics asked in the rejection data's style, refused (",
+    (
+        "mm_safetybench_benign_medical_typo",
+        "refusal_rate",
+    ): "benign topics asked in the rejection data's style, refused (",
     ("xstest", "refusal_rate"): "XSTest safe prompts refused (",
 }
 MODELS = {  # stage-04 model -> row label, in this order ("official": the paper's mixture, named for the preset)
@@ -68,8 +71,9 @@ def block(runs: Path, source: Path) -> str:
     """The README's block: the file it was made from, then the table."""
     preset = Preset.load(runs.name)
     table = results_table(read_table(source), model_labels(preset))
+    shown = f"runs/{runs.name}/{source.relative_to(runs).as_posix()}"  # as the page names it, wherever it lies
     cite = (
-        f"Made by `docs/make_readme_results.py` from `{source.as_posix()}` (judge `{JUDGE}`; brackets: 95 % "
+        f"Made by `docs/make_readme_results.py` from `{shown}` (judge `{JUDGE}`; brackets: 95 % "
         "interval over items; column headers: items per model)."
     )
     return f"{cite}\n\n{table}\n"

@@ -290,3 +290,43 @@ def test_category_holdout_leaves_held_words_only_their_category_and_uses_known_w
     unk = tokenizer.unk_token_id
     for _, q, a in category_statements():  # no new word: the tokenizer (and the default build) stay as they were
         assert unk not in tokenizer(f"{q} {a}")["input_ids"], (q, a)
+
+
+def test_a_world_of_another_version_or_seed_is_written_again_and_a_current_one_kept(world_dir, tmp_path):
+    """ensure_world: a current world is read as it is; one whose world.json names an older writer version or
+    another seed is written again (nothing of it left); a folder without world.json is refused by name."""
+    import shutil
+
+    from mllm_safety.core.files import DataFormatError
+    from mllm_safety.core.world import WORLD_VERSION, ensure_world
+
+    root = tmp_path / "w"
+    shutil.copytree(world_dir, root)
+    (root / "sentinel").write_text("kept while the world is current")
+    assert ensure_world(root, seed=0) == root and (root / "sentinel").is_file()
+
+    record = json.loads((root / "world.json").read_text())
+    (root / "world.json").write_text(json.dumps({**record, "version": WORLD_VERSION - 1}))
+    ensure_world(root, seed=0)
+    assert not (root / "sentinel").exists()
+    assert json.loads((root / "world.json").read_text()) == record
+    assert tree_digest(root) == tree_digest(world_dir)
+
+    ensure_world(root, seed=1)
+    again = json.loads((root / "world.json").read_text())
+    assert again["seed"] == 1 and again["benign_train"] != record["benign_train"]
+
+    (tmp_path / "other").mkdir()
+    with pytest.raises(DataFormatError, match="other holds no world.json"):
+        ensure_world(tmp_path / "other", seed=0)
+
+
+def test_the_instruction_mix_helps_with_every_object_shown_alone_and_never_with_a_harmful_topic(world_dir):
+    """Stage 4 teaches the help answer to name what one image says for the 20 training topics and all 72 objects
+    (each harmless alone), and its data bias stays refusal-free without helping any harmful topic."""
+    from mllm_safety.core.world import HELP
+
+    mix = load_llava_json(world_dir / "llava/llava_v1_5_mix665k.json", allow_duplicate_ids=True)
+    answers = {r["conversations"][1]["value"] for r in mix if isinstance(r.get("image"), str)}
+    assert {HELP.format(t=o) for o in OBJECTS} <= answers
+    assert not {HELP.format(t=h) for h in HARMFUL} & answers
