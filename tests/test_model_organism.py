@@ -67,6 +67,23 @@ def test_a_finished_build_is_reused(built):
     )
 
 
+def test_the_build_follows_its_world_not_its_folder_names(tmp_path):
+    """Stage 00's reuse is keyed by the world's record: a world written again with the same bytes keeps the
+    organism; a world whose record changed builds it again."""
+    preset = organism_preset(tmp_path)
+    cfg, first = preset.organism, run(preset)
+    world = Path(cfg.data_root) / "world.json"
+    losses = cfg.stage_dir / "losses.json"
+    stamp = losses.stat().st_mtime_ns
+
+    record = json.loads(world.read_text())
+    world.write_text(json.dumps({**record, "version": record["version"] - 1}))  # stale: written again, same bytes
+    assert run(preset) == first and losses.stat().st_mtime_ns == stamp and json.loads(world.read_text()) == record
+
+    world.write_text(json.dumps({**record, "note": "edited"}))  # current version and seed, other content
+    assert run(preset).build["steps"] == first.build["steps"] and losses.stat().st_mtime_ns != stamp
+
+
 def test_same_seed_and_threads_give_the_same_organism(built, tmp_path):
     """A second build in another folder with the same config: the same losses and bit-identical weights."""
     import torch
