@@ -109,7 +109,7 @@ def test_stand_in_images(mix_cfg, tmp_path, kind):
         paths = {r["image"] for r in rej}
         assert len(paths) == (1 if kind == "blank" else min(8, len(rej)))
         assert all((Path(mix_cfg.data_root) / p).is_file() for p in paths)  # resolvable from data_root
-    assert any(r["image"].startswith(mix_cfg.instruct_image_dir) for r in normal if record_images(r))
+    assert any(path.startswith(mix_cfg.instruct_image_dir) for r in normal for path in record_images(r))
 
 
 def test_curated_arm_matches_the_size(mix_cfg, tmp_path):

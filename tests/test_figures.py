@@ -438,7 +438,7 @@ def test_the_readme_results_table_is_made_from_the_file_it_cites(tmp_path):
     gen.main([str(runs), str(page)])
     text = page.read_text(encoding="utf-8")
     assert "old table" not in text and text.startswith("intro\n<!-- table:results -->\n") and text.endswith("after\n")
-    assert f"from `{runs.as_posix()}/04_evaluate/results.csv`" in text
+    assert "from `runs/toy/04_evaluate/results.csv`" in text  # named as the page names it, wherever it lies
     order = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ") and "[" in line]
     assert order == ["base organism", "the paper's recipe (28.6 % benign rejection)", "VLGuard refusals"]
     assert "0.26 [0.13, 0.63]" in text and "(MM-SafetyBench TYPO, 130)" in text

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -190,6 +191,18 @@ def test_finished_run_is_reused_and_never_overwritten(tiny_model, world_data, mi
         train.train_mixture(dataclasses.replace(cfg, learning_rate=1e-3), MIX)
 
 
+def fate(sample, cut, image_id):
+    """What cutting a full-length sample at `cut` tokens leaves, the rule written out from its positions: an image
+    token past the cut skips it, no trained token before the cut skips it, else it is truncated (or kept whole)."""
+    ids = sample["input_ids"].tolist()
+    trained = [i for i, label in enumerate(sample["labels"].tolist()) if label != -100]
+    if len(ids) > cut and image_id in ids[cut:]:
+        return "skipped_image_truncated"
+    if not trained or trained[0] >= cut:
+        return "skipped_fully_masked"
+    return "truncated" if len(ids) > cut else "kept"
+
+
 def test_skipped_and_truncated_samples_are_counted(tiny_model, world_data, mini_runs):
     from transformers import AutoProcessor
 
@@ -198,9 +211,15 @@ def test_skipped_and_truncated_samples_are_counted(tiny_model, world_data, mini_
 
     processor = AutoProcessor.from_pretrained(tiny_model)
     records = load_llava_json(mini_runs / "smoke/02_mix_rejection_data" / f"{MIX}.json")
-    data = train.MixtureDataset(records, Encoder(processor, "vicuna_v1", world_data, 40, True))
-    assert data.counts["truncated"] > 0 and data.counts["skipped_fully_masked"] > 0
-    assert len(data) + sum(v for k, v in data.counts.items() if k.startswith("skipped_")) == len(records)
+    cut = 50  # the smoke mix's answers start between tokens 41 and 63
+    whole = Encoder(processor, "vicuna_v1", world_data, 10**6, True)
+    image_id = processor.tokenizer.convert_tokens_to_ids("<image>")
+    expected = Counter(fate(whole.encode(r), cut, image_id) for r in records)
+    data = train.MixtureDataset(records, Encoder(processor, "vicuna_v1", world_data, cut, True))
+    assert expected["truncated"] > 0 and expected["skipped_fully_masked"] > 0  # both fates occur in this mix
+    fates = ("truncated", "skipped_fully_masked", "skipped_image_truncated")
+    assert {k: data.counts[k] for k in fates} == {k: expected[k] for k in fates}
+    assert len(data) == expected["kept"] + expected["truncated"]
     with pytest.raises(DataFormatError, match=r"of 28 records cannot be trained on \(fully_masked: \d+"):
         data.check_skips(Path("mix.json"), limit=0.01)  # a run stops rather than train on what is left
     data.check_skips(Path("mix.json"), limit=1.0)
@@ -523,7 +542,11 @@ def test_full_fine_tuning_under_bf16_compute_moves_every_weight_by_the_learning_
         learning_rate=lr, projector_lr=lr, lr_scheduler="constant", warmup_ratio=0.0, max_steps=1,
         global_batch_size=4, micro_batch_size=4, save_steps=100, gradient_checkpointing=False,
     )  # fmt: skip
-    _link_mixes(tmp_path / "runs", mini_runs)
+    mixes = tmp_path / "runs/smoke/02_mix_rejection_data"
+    mixes.mkdir(parents=True)
+    records = json.loads((mini_runs / "smoke/02_mix_rejection_data" / f"{MIX}.json").read_text(encoding="utf-8"))
+    with_images = [r for r in records if r.get("image")]  # the one step holds images, so the connector gets a gradient
+    (mixes / f"{MIX}.json").write_text(json.dumps(with_images), encoding="utf-8")
     snap = Snapshot()
     train.train_mixture(cfg, MIX, callbacks=[snap])
     assert snap.before and snap.before.keys() == snap.after.keys()
