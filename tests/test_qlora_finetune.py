@@ -16,9 +16,12 @@ from transformers import TrainerCallback
 from mllm_safety import qlora_finetune as train
 from mllm_safety.core.config import TrainConfig
 from mllm_safety.core.files import DataFormatError
+from mllm_safety.core.labels import IGNORE_INDEX, Encoder, image_token_id
 from mllm_safety.core.modeling import add_lora, find_parts, load_model, lora_targets
 from mllm_safety.core.names import official_mix_name
 from mllm_safety.core.preset import Preset
+from mllm_safety.core.records import load_llava_json
+from mllm_safety.core.vocabulary import record_images
 from mllm_safety.qlora_finetune.data import balanced_micro_batches
 
 MIX = official_mix_name(Preset.load("smoke").mix)  # the mixture that the mini_runs fixture writes
@@ -195,7 +198,7 @@ def fate(sample, cut, image_id):
     """What cutting a full-length sample at `cut` tokens leaves, the rule written out from its positions: an image
     token past the cut skips it, no trained token before the cut skips it, else it is truncated (or kept whole)."""
     ids = sample["input_ids"].tolist()
-    trained = [i for i, label in enumerate(sample["labels"].tolist()) if label != -100]
+    trained = [i for i, label in enumerate(sample["labels"].tolist()) if label != IGNORE_INDEX]
     if len(ids) > cut and image_id in ids[cut:]:
         return "skipped_image_truncated"
     if not trained or trained[0] >= cut:
@@ -206,15 +209,11 @@ def fate(sample, cut, image_id):
 def test_skipped_and_truncated_samples_are_counted(tiny_model, world_data, mini_runs):
     from transformers import AutoProcessor
 
-    from mllm_safety.core.labels import Encoder
-    from mllm_safety.data import load_llava_json
-
     processor = AutoProcessor.from_pretrained(tiny_model)
     records = load_llava_json(mini_runs / "smoke/02_mix_rejection_data" / f"{MIX}.json")
     cut = 50  # the smoke mix's answers start between tokens 41 and 63
     whole = Encoder(processor, "vicuna_v1", world_data, 10**6, True)
-    image_id = processor.tokenizer.convert_tokens_to_ids("<image>")
-    expected = Counter(fate(whole.encode(r), cut, image_id) for r in records)
+    expected = Counter(fate(whole.encode(r), cut, image_token_id(processor)) for r in records)
     data = train.MixtureDataset(records, Encoder(processor, "vicuna_v1", world_data, cut, True))
     assert expected["truncated"] > 0 and expected["skipped_fully_masked"] > 0  # both fates occur in this mix
     fates = ("truncated", "skipped_fully_masked", "skipped_image_truncated")
@@ -544,8 +543,8 @@ def test_full_fine_tuning_under_bf16_compute_moves_every_weight_by_the_learning_
     )  # fmt: skip
     mixes = tmp_path / "runs/smoke/02_mix_rejection_data"
     mixes.mkdir(parents=True)
-    records = json.loads((mini_runs / "smoke/02_mix_rejection_data" / f"{MIX}.json").read_text(encoding="utf-8"))
-    with_images = [r for r in records if r.get("image")]  # the one step holds images, so the connector gets a gradient
+    records = load_llava_json(mini_runs / "smoke/02_mix_rejection_data" / f"{MIX}.json")
+    with_images = [r for r in records if record_images(r)]  # the one step holds images: the connector gets a gradient
     (mixes / f"{MIX}.json").write_text(json.dumps(with_images), encoding="utf-8")
     snap = Snapshot()
     train.train_mixture(cfg, MIX, callbacks=[snap])
