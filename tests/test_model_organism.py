@@ -115,3 +115,36 @@ def test_the_vision_objective_reads_the_mean_token_or_every_token():
     every = vision_loss(head, features, labels, "every_token")  # token 1 right, token 2 wrong: their mean loss
     right, wrong = -math.log(math.exp(2) / (math.exp(2) + 2)), -math.log(1 / (math.exp(2) + 2))
     assert every.item() == pytest.approx((right + wrong) / 2, abs=1e-6)
+
+
+def test_the_vision_schedules_scale_the_learning_rate_as_named():
+    from mllm_safety.model_organism.training import VISION_SCHEDULES
+
+    constant, linear = VISION_SCHEDULES["constant"](4), VISION_SCHEDULES["linear"](4)
+    assert [constant(s) for s in range(4)] == [1.0] * 4
+    assert [linear(s) for s in range(5)] == [1.0, 0.75, 0.5, 0.25, 0.0]
+
+
+def test_the_towers_reading_is_scored_per_render_and_for_the_held_out_harmful_words(built):
+    """A head that names one word whatever it sees reads exactly that word's renders (4 of each word's 4): over all
+    words 1 in len(words), over the held-out harmful words 1 in len(held-out harmful) if the word is one, else 0."""
+    import torch
+
+    from mllm_safety.core import world as tw
+    from mllm_safety.model_organism.training import VISION_WORDS, build_model, vision_reads
+
+    cfg, res = built
+    assert set(res.build["vision"]) == {"vision/reads", "vision/reads_harmful_test"}
+    assert all(0.0 <= v <= 1.0 for v in res.build["vision"].values())
+    world = tw.make_world(cfg.seed)
+    model, processor = build_model(cfg)
+    for word, held in ((world.harmful_test[0], 1 / len(world.harmful_test)), (world.benign_train[0], 0.0)):
+        head = torch.nn.Linear(cfg.vit_hidden, len(VISION_WORDS))
+        torch.nn.init.zeros_(head.weight)
+        with torch.no_grad():
+            head.bias.copy_(torch.nn.functional.one_hot(torch.tensor(VISION_WORDS.index(word)), len(VISION_WORDS)))
+        reads = vision_reads(model, processor, head, cfg, world)
+        assert reads == {
+            "vision/reads": pytest.approx(1 / len(VISION_WORDS)),
+            "vision/reads_harmful_test": pytest.approx(held),
+        }

@@ -104,6 +104,7 @@ class OrganismConfig(Seeded):
     vit_hidden: Positive = 128  # vision tower width
     text_epochs: NonNegative = 30  # stage 1
     vision_steps: NonNegative = 3500  # stage 2
+    vision_schedule: Literal["constant", "linear"] = "constant"  # stage 2's learning rate: constant, or to 0
     vision_readout: Literal["mean", "every_token"] = "mean"  # stage 2 names the word from the mean patch, or from each
     caption_epochs: NonNegative = 40  # stage 3
     instruct_epochs: NonNegative = 20  # stage 4

@@ -36,7 +36,7 @@ from .instrument import coverage, criteria_table, evaluation_prompts
 from .training import PROBE_DECODING, answer, build, only_train
 
 log = logging.getLogger(__name__)
-INSTRUMENT = 2  # what the build measures; a finished build measured otherwise is built again (not reused)
+INSTRUMENT = 3  # what the build measures; a finished build measured otherwise is built again (not reused)
 
 
 def save_model(model: Any, processor: Any, folder: Path) -> None:
@@ -90,6 +90,7 @@ def run(preset: Preset, overwrite: bool = False) -> OrganismResult:
         "numerics": numerics.describe(),
         "steps": done.metrics,
         "final_loss": {k: v[-1] for k, v in done.losses.items()},
+        "vision": done.vision,
         "vocabulary": coverage(done.processor, done.trained, evaluation_prompts(preset, probes)),
     }
     write_json(cfg.stage_dir / "losses.json", done.losses)
@@ -114,6 +115,7 @@ def write_metrics(cfg: OrganismConfig, result: dict[str, Any]) -> dict[str, Any]
         "prompt_format": "chat_template",
     }
     flat.update({f"{s}/{k}": v for s, m in result["steps"].items() for k, v in m.items()})
+    flat.update({f"step2/{k}": v for k, v in result["vision"].items()})
     flat.update(result["vocabulary"])
     write_json(cfg.stage_dir / "metrics.json", flat)
     return flat

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean
@@ -128,26 +129,54 @@ def patch_features(model: Any, pixel_values: torch.Tensor) -> torch.Tensor:
     return model.model.vision_tower(pixel_values=pixel_values, output_hidden_states=True).hidden_states[-1][:, 1:]
 
 
-def train_vision(model: Any, processor: Any, cfg: OrganismConfig) -> list[float]:
-    """Step 2: the ViT learns to name every rendered word (words, pictures, composites), then is frozen."""
-    words = [*tw.BENIGN, *tw.HARMFUL, *tw.MEDICAL, *tw.OBJECTS]
-    head = torch.nn.Linear(cfg.vit_hidden, len(words))
+def train_vision(
+    model: Any, processor: Any, cfg: OrganismConfig, after_step: Callable[[int, torch.nn.Module], None] | None = None
+) -> tuple[list[float], torch.nn.Module]:
+    """Step 2: the ViT learns to name every rendered word (words, pictures, composites), then is frozen; returns
+    the losses and the naming head (what `vision_reads` scores). `after_step(step, head)` watches the training."""
+    head = torch.nn.Linear(cfg.vit_hidden, len(VISION_WORDS))
     params = [*only_train(model, ("model.vision_tower",)), *head.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.organism_lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, VISION_SCHEDULES[cfg.vision_schedule](cfg.vision_steps))
     rng, losses = random.Random(cfg.seed), []
     renders = (lambda w: tw.render_word(w, rng), lambda w: tw.render_composite(w, rng), tw.render_picture)
     model.model.vision_tower.train()
-    for _ in bar(range(cfg.vision_steps), desc="step 2: vision"):
-        labels = [rng.randrange(len(words)) for _ in range(cfg.organism_batch)]
-        imgs = [rng.choices(renders, weights=(3, 1, 1))[0](words[i]) for i in labels]
+    for step in bar(range(1, cfg.vision_steps + 1), desc="step 2: vision"):
+        labels = [rng.randrange(len(VISION_WORDS)) for _ in range(cfg.organism_batch)]
+        imgs = [rng.choices(renders, weights=(3, 1, 1))[0](VISION_WORDS[i]) for i in labels]
         pixels = processor.image_processor(imgs, return_tensors="pt")["pixel_values"]
         loss = vision_loss(head, patch_features(model, pixels), torch.tensor(labels), cfg.vision_readout)
         loss.backward()
         opt.step()
+        sched.step()
         opt.zero_grad(set_to_none=True)
         losses.append(float(loss.detach()))
+        if after_step:
+            after_step(step, head)
     only_train(model, ())
-    return losses
+    return losses, head
+
+
+VISION_WORDS = (*tw.BENIGN, *tw.HARMFUL, *tw.MEDICAL, *tw.OBJECTS)  # what step 2 names, in the head's order
+VISION_SCHEDULES = {  # step 2's learning rate over its steps: multiplier of organism_lr at step s of n
+    "constant": lambda n: lambda s: 1.0,
+    "linear": lambda n: lambda s: 1 - s / max(n, 1),
+}
+
+
+def vision_reads(model: Any, processor: Any, head: torch.nn.Module, cfg: OrganismConfig, world: tw.World) -> dict:
+    """How well the frozen tower reads: the share of fresh plain renders (4 per word, a stream of their own) that
+    step 2's head names right, over every word and over the held-out harmful topics."""
+    rng = random.Random(cfg.seed + 11)
+    shown = [(w, tw.render_word(w, rng)) for w in VISION_WORDS for _ in range(4)]
+    pixels = processor.image_processor([img for _, img in shown], return_tensors="pt")["pixel_values"]
+    model.eval()
+    with torch.no_grad():
+        features = patch_features(model, pixels)
+        logits = head(features.mean(dim=1)) if cfg.vision_readout == "mean" else head(features).mean(dim=1)
+    right = [VISION_WORDS[int(k)] == w for k, (w, _) in zip(logits.argmax(-1), shown, strict=True)]
+    held = [r for r, (w, _) in zip(right, shown, strict=True) if w in world.harmful_test]
+    return {"vision/reads": fmean(right), "vision/reads_harmful_test": fmean(held)}
 
 
 def vision_loss(head: torch.nn.Module, features: torch.Tensor, labels: torch.Tensor, readout: str) -> torch.Tensor:
@@ -207,13 +236,14 @@ def read_probe(name: str, items: list[EvalItem], read: list[tuple[str, str, bool
 
 @dataclass
 class Build:
-    """A finished build in memory: the model, its processor, each step's losses and probe numbers, and every
-    record it was trained on (what the vocabulary coverage reads)."""
+    """A finished build in memory: the model, its processor, each step's losses and probe numbers, how well its
+    vision tower reads, and every record it was trained on (what the vocabulary coverage reads)."""
 
     model: Any
     processor: Any
     losses: dict[str, list[float]]
     metrics: dict[str, dict[str, float]]
+    vision: dict[str, float]
     trained: list[dict[str, Any]]
 
 
@@ -229,7 +259,8 @@ def build(cfg: OrganismConfig, world: tw.World, probes: dict[str, list[EvalItem]
     losses["step1"] = fit(model, text, only_train(model, LM), cfg.text_epochs, cfg, "step 1: text alignment")
     metrics["step1"] = measure(model, processor, probes, cfg.seed)
 
-    losses["step2"] = train_vision(model, processor, cfg)
+    losses["step2"], head = train_vision(model, processor, cfg)
+    vision = vision_reads(model, processor, head, cfg, world)
 
     captions_dir = cfg.stage_dir / "captions"
     caption_records = tw.caption_records(captions_dir, cfg.seed)
@@ -248,4 +279,4 @@ def build(cfg: OrganismConfig, world: tw.World, probes: dict[str, list[EvalItem]
         model, samples, only_train(model, LM + CONNECTOR), cfg.instruct_epochs, cfg, "step 4: instructions"
     )
     metrics["step4"] = measure(model, processor, probes, cfg.seed)
-    return Build(model, processor, losses, metrics, [*step1, *caption_records, *mix])
+    return Build(model, processor, losses, metrics, vision, [*step1, *caption_records, *mix])
