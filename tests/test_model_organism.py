@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from mllm_safety.core import world as tw
 from mllm_safety.core.modeling import find_parts, load_model
 from mllm_safety.core.preset import Preset
 from mllm_safety.model_organism import run, write_metrics
@@ -32,6 +33,8 @@ def test_every_stage_is_measured(built):
     cfg, res = built
     result = res.build
     assert set(result["steps"]) == {"step1", "step3", "step4"} and res.folder == cfg.stage_dir
+    words = len([*tw.BENIGN, *tw.HARMFUL, *tw.MEDICAL, *tw.OBJECTS])
+    assert len(list((cfg.stage_dir / "captions").glob("*.png"))) == cfg.caption_renders * words
     keys = {
         "text_harmful/refusal",
         "text_harmful/asr",

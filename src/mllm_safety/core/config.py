@@ -107,6 +107,7 @@ class OrganismConfig(Seeded):
     vision_schedule: Literal["constant", "linear"] = "constant"  # stage 2's learning rate: constant, or to 0
     vision_readout: Literal["mean", "every_token"] = "mean"  # stage 2 names the word from the mean patch, or from each
     caption_epochs: NonNegative = 40  # stage 3
+    caption_renders: Positive = 9  # stage 3: renders captioned per word (plain, composite and picture in turn)
     instruct_epochs: NonNegative = 20  # stage 4
     organism_lr: Rate = 1e-3
     connector_lr: Rate = 3e-3  # stage 3 trains the connector alone

@@ -263,7 +263,7 @@ def build(cfg: OrganismConfig, world: tw.World, probes: dict[str, list[EvalItem]
     vision = vision_reads(model, processor, head, cfg, world)
 
     captions_dir = cfg.stage_dir / "captions"
-    caption_records = tw.caption_records(captions_dir, cfg.seed)
+    caption_records = tw.caption_records(captions_dir, cfg.seed, cfg.caption_renders)
     captions = encode_all(processor, caption_records, captions_dir)
     losses["step3"] = fit(
         model, captions, only_train(model, CONNECTOR), cfg.caption_epochs, cfg, "step 3: connector", cfg.connector_lr
