@@ -2,7 +2,9 @@
 tower and words), scored every 500 steps by the build's own measure (`vision_reads`: fresh plain renders, 4 per
 word, named by step 2's head), for a learning-rate schedule and a number of steps.
 
-    .venv/bin/python benchmarks/bench_organism_vision.py [--schedule constant] [--steps 3500] [--threads 1]
+    .venv/bin/python benchmarks/bench_organism_vision.py [--schedule constant|linear] [--steps N] [--threads 1]
+
+Without --schedule or --steps, the toy preset's own.
 """
 
 from __future__ import annotations
@@ -19,23 +21,24 @@ from mllm_safety.model_organism.training import build_model, train_vision, visio
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--schedule", default="constant", choices=["constant", "linear"])
-    parser.add_argument("--steps", type=int, default=3500)
+    parser.add_argument("--schedule", choices=["constant", "linear"])
+    parser.add_argument("--steps", type=int)
     parser.add_argument("--every", type=int, default=500)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = Preset.load("toy", vision_schedule=args.schedule, vision_steps=args.steps).organism
+    chosen = {"vision_schedule": args.schedule, "vision_steps": args.steps}
+    cfg = Preset.load("toy", **{k: v for k, v in chosen.items() if v is not None}).organism
     world = tw.make_world(cfg.seed)
     model, processor = build_model(cfg)
     start = time.perf_counter()
 
     def report(step: int, head: torch.nn.Module) -> None:
-        if step % args.every == 0 or step == args.steps:
+        if step % args.every == 0 or step == cfg.vision_steps:
             reads = vision_reads(model, processor, head, cfg, world)
             model.model.vision_tower.train()  # vision_reads leaves the model in eval mode
             print(
-                f"{args.schedule} {step:5d}: reads {reads['vision/reads']:.3f}, held-out harmful "
+                f"{cfg.vision_schedule} {step:5d}: reads {reads['vision/reads']:.3f}, held-out harmful "
                 f"{reads['vision/reads_harmful_test']:.3f} ({time.perf_counter() - start:.0f} s)",
                 flush=True,
             )

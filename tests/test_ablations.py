@@ -158,7 +158,15 @@ def smoke_organism(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("abl")
     where = {"runs_root": str(root / "org"), "data_root": str(root / "data"), "model_path": str(root / "base")}
-    sizes = dict(lm_hidden=64, vit_hidden=32, text_epochs=1, vision_steps=3, caption_epochs=1, instruct_epochs=1)
+    sizes = dict(
+        lm_hidden=64,
+        vit_hidden=32,
+        text_epochs=1,
+        vision_steps=3,
+        caption_epochs=1,
+        caption_renders=9,
+        instruct_epochs=1,
+    )
     organism = Preset.from_values("smoke", {**where, **sizes})
     build(organism)
     return root, organism.organism

@@ -63,7 +63,15 @@ def organism(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("cluster")
     where = {"runs_root": str(root / "org"), "data_root": str(root / "data"), "model_path": str(root / "base")}
-    sizes = dict(lm_hidden=64, vit_hidden=32, text_epochs=1, vision_steps=3, caption_epochs=1, instruct_epochs=1)
+    sizes = dict(
+        lm_hidden=64,
+        vit_hidden=32,
+        text_epochs=1,
+        vision_steps=3,
+        caption_epochs=1,
+        caption_renders=9,
+        instruct_epochs=1,
+    )
     build(Preset.from_values("smoke", {**where, **sizes}))
     return {"data_root": where["data_root"], "model_path": where["model_path"]}
 

@@ -13,7 +13,9 @@ from mllm_safety.core.modeling import find_parts, load_model
 from mllm_safety.core.preset import Preset
 from mllm_safety.model_organism import run, write_metrics
 
-SMOKE = dict(lm_hidden=64, vit_hidden=32, text_epochs=1, vision_steps=3, caption_epochs=1, instruct_epochs=1)
+SMOKE = dict(
+    lm_hidden=64, vit_hidden=32, text_epochs=1, vision_steps=3, caption_epochs=1, caption_renders=9, instruct_epochs=1
+)
 
 
 def organism_preset(root: Path) -> Preset:

@@ -103,11 +103,11 @@ class OrganismConfig(Seeded):
     lm_layers: Positive = 2
     vit_hidden: Positive = 128  # vision tower width
     text_epochs: NonNegative = 30  # stage 1
-    vision_steps: NonNegative = 3500  # stage 2
-    vision_schedule: Literal["constant", "linear"] = "constant"  # stage 2's learning rate: constant, or to 0
+    vision_steps: NonNegative = 8000  # stage 2
+    vision_schedule: Literal["constant", "linear"] = "linear"  # stage 2's learning rate: constant, or to 0
     vision_readout: Literal["mean", "every_token"] = "mean"  # stage 2 names the word from the mean patch, or from each
-    caption_epochs: NonNegative = 40  # stage 3
-    caption_renders: Positive = 9  # stage 3: renders captioned per word (plain, composite and picture in turn)
+    caption_epochs: NonNegative = 7  # stage 3
+    caption_renders: Positive = 54  # stage 3: renders captioned per word (plain, composite and picture in turn)
     instruct_epochs: NonNegative = 20  # stage 4
     organism_lr: Rate = 1e-3
     connector_lr: Rate = 3e-3  # stage 3 trains the connector alone
