@@ -93,3 +93,9 @@ def mini_runs(tmp_path_factory, world_data) -> Path:
     runs = tmp_path_factory.mktemp("runs")
     mix_rejection_data.run(Preset.load("smoke", data_root=str(world_data), runs_root=str(runs)))
     return runs
+
+
+# a barely trained organism (seconds): the sizes every test that builds one uses
+SMOKE_ORGANISM = dict(
+    lm_hidden=64, vit_hidden=32, text_epochs=1, vision_steps=3, caption_epochs=1, caption_renders=9, instruct_epochs=1
+)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pydantic
 import pytest
-from conftest import rec
+from conftest import SMOKE_ORGANISM, rec
 
 from mllm_safety import ablations as ab
 from mllm_safety.core import world as tw
@@ -158,16 +158,7 @@ def smoke_organism(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("abl")
     where = {"runs_root": str(root / "org"), "data_root": str(root / "data"), "model_path": str(root / "base")}
-    sizes = dict(
-        lm_hidden=64,
-        vit_hidden=32,
-        text_epochs=1,
-        vision_steps=3,
-        caption_epochs=1,
-        caption_renders=9,
-        instruct_epochs=1,
-    )
-    organism = Preset.from_values("smoke", {**where, **sizes})
+    organism = Preset.from_values("smoke", {**where, **SMOKE_ORGANISM})
     build(organism)
     return root, organism.organism
 

@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import SMOKE_ORGANISM
 from slurm_cluster import ClusterError, start, stop
 
 from mllm_safety import ablations as ab
@@ -63,16 +64,7 @@ def organism(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("cluster")
     where = {"runs_root": str(root / "org"), "data_root": str(root / "data"), "model_path": str(root / "base")}
-    sizes = dict(
-        lm_hidden=64,
-        vit_hidden=32,
-        text_epochs=1,
-        vision_steps=3,
-        caption_epochs=1,
-        caption_renders=9,
-        instruct_epochs=1,
-    )
-    build(Preset.from_values("smoke", {**where, **sizes}))
+    build(Preset.from_values("smoke", {**where, **SMOKE_ORGANISM}))
     return {"data_root": where["data_root"], "model_path": where["model_path"]}
 
 

@@ -7,21 +7,18 @@ import math
 from pathlib import Path
 
 import pytest
+from conftest import SMOKE_ORGANISM
 
 from mllm_safety.core import world as tw
 from mllm_safety.core.modeling import find_parts, load_model
 from mllm_safety.core.preset import Preset
 from mllm_safety.model_organism import run, write_metrics
 
-SMOKE = dict(
-    lm_hidden=64, vit_hidden=32, text_epochs=1, vision_steps=3, caption_epochs=1, caption_renders=9, instruct_epochs=1
-)
-
 
 def organism_preset(root: Path) -> Preset:
     """The smoke organism built under root/ (runs/, data/, base/)."""
     where = {"runs_root": str(root / "runs"), "data_root": str(root / "data"), "model_path": str(root / "base")}
-    return Preset.from_values("smoke", {**where, **SMOKE})
+    return Preset.from_values("smoke", {**where, **SMOKE_ORGANISM})
 
 
 @pytest.fixture(scope="module")
