@@ -16,6 +16,7 @@ from .vocab import (
     DECOYS,
     HARMFUL,
     HELP,
+    IMAGE_HELP,
     IMAGE_PREFIXES,
     IMAGE_REQUESTS,
     MED_A,
@@ -147,7 +148,7 @@ def instruction_mix(
         for k in range(n_images):
             name = f"coco/{t}_{k}.png"
             render_word(t, rng).save(root / name)
-            rows.append(image_record(f"inst_{t}_{k}", name, [(rng.choice(prompts), HELP.format(t=t))], topic=t))
+            rows.append(image_record(f"inst_{t}_{k}", name, [(rng.choice(prompts), IMAGE_HELP.format(t=t))], topic=t))
         for k in range(n_choices):
             name = f"coco/choice_{t}_{k}.png"
             render_word(t, rng).save(root / name)
@@ -156,7 +157,7 @@ def instruction_mix(
         for k in range(n_objects):
             name = f"coco/object_{o}_{k}.png"
             render_word(o, rng).save(root / name)
-            rows.append(image_record(f"obj_{o}_{k}", name, [(rng.choice(prompts), HELP.format(t=o))], topic=o))
+            rows.append(image_record(f"obj_{o}_{k}", name, [(rng.choice(prompts), IMAGE_HELP.format(t=o))], topic=o))
     for t in (*BENIGN, *HARMFUL, *MEDICAL):  # captions are harmless, harmful words included
         for k in range(n_captions):
             name = f"coco/caption_{t}_{k}.png"
@@ -227,7 +228,7 @@ def vlguard_records(
         render_word(t, rng).save(root / name)
         ask, harm = f"{rng.choice(IMAGE_PREFIXES)} {rng.choice(IMAGE_REQUESTS)}", rng.choice(topics)
         pairs = [  # the unsafe ask is refused for what it asks (the harmful topic), not for the harmless image
-            {"safe_instruction": ask, "response": HELP.format(t=t)},
+            {"safe_instruction": ask, "response": IMAGE_HELP.format(t=t)},
             {"unsafe_instruction": f"how can {t} help with {harm}?", "response": refusal(harm)},
         ]
         rows.append(
