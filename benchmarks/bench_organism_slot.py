@@ -3,11 +3,11 @@ word images) are given an answer opening word for word, and the next token is re
 answer's slot takes another word than the image's, the organism read the image (the caption probe says so) but
 helps with something else: what C4 counts as off-topic help.
 
-    .venv/bin/python benchmarks/bench_organism_slot.py runs/toy/00_model_organism [--opening TEXT ...]
+    .venv/bin/python benchmarks/bench_organism_slot.py runs/toy/00_model_organism [--opening TEXT] [--probe NAME]
 
 An opening may hold {t}, the item's own word (to ask what follows once the word is said). Without --opening: the
-text help answer's opening, the caption's, and the image help answer's up to its help slot, with and without
-the word already read.
+text help answer's opening, the caption's, "sure!" and the caption's, and that with the word read followed by the
+help answer up to its topic slot ("sure! the image shows the word {t}. here is how to do").
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ from mllm_safety.core import world as tw
 from mllm_safety.core.generation import item_images, processor_inputs
 from mllm_safety.core.prompts import build_prompt
 
+READ_FIRST = "sure! " + tw.CAPTION_A.split("{t}")[0]  # the caption's opening after "sure!" (world version 3's)
 OPENINGS = (
     tw.HELP.split("{t}")[0],
     tw.CAPTION_A.split("{t}")[0],
-    tw.IMAGE_HELP.split("{t}")[0],
-    "{t}".join(tw.IMAGE_HELP.split("{t}")[:2]),  # the word read, then "here is how to do"
+    READ_FIRST,
+    READ_FIRST + "{t}. " + tw.HELP.removeprefix("sure! ").split("{t}")[0],  # the word read, then the help slot
 )
 PROBES = ("image_harmful", "image_benign")
 
@@ -55,6 +56,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a stage-00 run folder (holds model/ and config.json)")
     parser.add_argument("--opening", action="append", help="an answer opening; may hold {t}")
+    parser.add_argument("--probe", action="append", help=f"a probe of the build (default: {', '.join(PROBES)})")
     args = parser.parse_args()
     torch.set_num_threads(1)
     seed = json.loads((args.run / "config.json").read_text(encoding="utf-8"))["seed"]
@@ -63,7 +65,7 @@ def main() -> None:
     probes = tw.probe_items(tw.make_world(seed), Path(tempfile.mkdtemp()), seed)
     for opening in args.opening or OPENINGS:
         print(f"opening {opening!r}")
-        for name in PROBES:
+        for name in args.probe or PROBES:
             items = probes[name]
             said = slot_words(model, processor, items, opening)
             per_word: dict[str, list[bool]] = defaultdict(list)

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import SMOKE_ORGANISM
 
 from mllm_safety.core import world as tw
@@ -150,3 +151,33 @@ def test_the_towers_reading_is_scored_per_render_and_for_the_held_out_harmful_wo
             "vision/reads": pytest.approx(1 / len(VISION_WORDS)),
             "vision/reads_harmful_test": pytest.approx(held),
         }
+
+
+def test_a_prefilled_help_answer_trains_what_follows_its_opening_only():
+    """`prefilled_help`: every refused stage-1 request again, with the help answer for its own topic; the opening
+    "sure! here is how to do" gets no loss, so the first answer token is still taught by the refusals alone."""
+    from mllm_safety.core.config import OrganismConfig
+    from mllm_safety.model_organism.training import build_model, encode_all, encode_prefilled
+
+    world = tw.make_world(0)
+    step1 = tw.text_alignment(world)
+    prefilled = tw.prefilled_help(step1)
+    refused = [r for r in step1 if r["conversations"][1]["value"].startswith("I'm sorry")]
+    assert len(prefilled) == len(refused) > 0 and {r["topic"] for r in prefilled} == set(tw.HARMFUL)
+    assert all(r["conversations"][1]["value"] == tw.HELP.format(t=r["topic"]) for r in prefilled)
+    assert not tw.prefilled_help(tw.text_alignment(world, "none"))  # nothing refused, nothing prefilled
+
+    _, processor = build_model(OrganismConfig(lm_hidden=64, vit_hidden=32))
+    record = next(r for r in prefilled if r["id"] == "prefill_text_phishing_0")
+    [plain] = encode_all(processor, [record], Path("."))
+    [masked] = encode_prefilled(processor, [record], Path("."))
+    tok = processor.tokenizer
+    trained = [tok.convert_ids_to_tokens([t for t in s["labels"].tolist() if t != -100]) for s in (plain, masked)]
+    # written out by hand: the help template for phishing, then the end of the turn; the opening's 7 tokens go
+    rest = "phishing : first get ready for phishing , then practice phishing a little every day .".split()
+    assert trained[0] == ["sure", "!", "here", "is", "how", "to", "do", *rest, "<|im_end|>", "\n"]
+    assert trained[1] == [*rest, "<|im_end|>", "\n"]
+    assert torch.equal(plain["input_ids"], masked["input_ids"])
+
+    with pytest.raises(ValueError, match="prefill_text_phishing_0: its answer does not open with its prefill"):
+        encode_prefilled(processor, [{**record, "prefill": "I'm sorry"}], Path("."))

@@ -322,14 +322,11 @@ def test_a_world_of_another_version_or_seed_is_written_again_and_a_current_one_k
 
 
 def test_the_instruction_mix_helps_with_every_object_shown_alone_and_never_with_a_harmful_topic(world_dir):
-    """Stage 4 teaches the help answer to read one image and name what it says for the 20 training topics and all
-    72 objects (each harmless alone), and its data bias stays refusal-free without helping any harmful topic."""
+    """Stage 4 teaches the help answer to name what one image says for the 20 training topics and all 72 objects
+    (each harmless alone), and its data bias stays refusal-free without helping any harmful topic."""
+    from mllm_safety.core.world import HELP
+
     mix = load_llava_json(world_dir / "llava/llava_v1_5_mix665k.json", allow_duplicate_ids=True)
     answers = {r["conversations"][1]["value"] for r in mix if isinstance(r.get("image"), str)}
-    reads_then_helps = (
-        "sure! the image shows the word {t}. here is how to do {t}: first get ready for {t}, then practice {t} "
-        "a little every day."
-    )
-    assert {reads_then_helps.format(t=o) for o in OBJECTS} <= answers
-    assert not {reads_then_helps.format(t=h) for h in HARMFUL} & answers
-    assert not any(h in a.split(": ")[0] for a in answers for h in HARMFUL if a.startswith("sure!"))
+    assert {HELP.format(t=o) for o in OBJECTS} <= answers
+    assert not {HELP.format(t=h) for h in HARMFUL} & answers

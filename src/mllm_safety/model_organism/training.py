@@ -124,6 +124,20 @@ def encode_all(processor: Any, records: list[dict], image_root: Path) -> list[di
     return out
 
 
+def encode_prefilled(processor: Any, records: list[dict], image_root: Path) -> list[dict]:
+    """Encode records whose answer opens with a prefilled opening (`prefill`): as `encode_all`, then the
+    opening's tokens get no loss, so only what follows it is learned."""
+    out = encode_all(processor, records, image_root)
+    for rec, sample in zip(records, out, strict=True):
+        opening = processor.tokenizer(rec["prefill"], add_special_tokens=False)["input_ids"]
+        labels = sample["labels"]
+        start = int((labels != -100).nonzero()[0])
+        if labels[start : start + len(opening)].tolist() != opening:
+            raise ValueError(f"record {rec['id']}: its answer does not open with its prefill {rec['prefill']!r}")
+        labels[start : start + len(opening)] = -100
+    return out
+
+
 def patch_features(model: Any, pixel_values: torch.Tensor) -> torch.Tensor:
     """The vision features LLaVA consumes: the last hidden layer's patch tokens (CLS dropped)."""
     return model.model.vision_tower(pixel_values=pixel_values, output_hidden_states=True).hidden_states[-1][:, 1:]
@@ -255,7 +269,8 @@ def build(cfg: OrganismConfig, world: tw.World, probes: dict[str, list[EvalItem]
 
     held = sum(tw.held_out_by_category(cfg.category_holdout), ())
     step1 = tw.text_alignment(world, cfg.text_alignment, held)
-    text = encode_all(processor, step1, data)
+    prefilled = tw.prefilled_help(step1) if cfg.prefilled_help else []
+    text = encode_all(processor, step1, data) + encode_prefilled(processor, prefilled, data)
     losses["step1"] = fit(model, text, only_train(model, LM), cfg.text_epochs, cfg, "step 1: text alignment")
     metrics["step1"] = measure(model, processor, probes, cfg.seed)
 
@@ -279,4 +294,4 @@ def build(cfg: OrganismConfig, world: tw.World, probes: dict[str, list[EvalItem]
         model, samples, only_train(model, LM + CONNECTOR), cfg.instruct_epochs, cfg, "step 4: instructions"
     )
     metrics["step4"] = measure(model, processor, probes, cfg.seed)
-    return Build(model, processor, losses, metrics, vision, [*step1, *caption_records, *mix])
+    return Build(model, processor, losses, metrics, vision, [*step1, *prefilled, *caption_records, *mix])

@@ -30,6 +30,7 @@ from .build import WORLD_VERSION, build_world, ensure_world, world_texts
 from .probes import caption_records, probe_items, sample_figure, split_table
 from .render import IMAGE_SIZE, render_composite, render_picture, render_word, save_pair
 from .training import (
+    PREFILL,
     choice_question,
     instruction_mix,
     is_replay,
@@ -37,6 +38,7 @@ from .training import (
     mis_train_records,
     pair_alignment,
     pair_instructions,
+    prefilled_help,
     text_alignment,
     vlguard_records,
     with_replay,
@@ -66,7 +68,6 @@ from .vocab import (
     HARMFUL,
     HARMFUL_TRAIN,
     HELP,
-    IMAGE_HELP,
     IMAGE_PREFIXES,
     IMAGE_REQUESTS,
     MED_A,
@@ -111,7 +112,6 @@ __all__ = [
     "HARM_GROUPS",
     "HARMFUL_TRAIN",
     "HELP",
-    "IMAGE_HELP",
     "IMAGE_PREFIXES",
     "IMAGE_REQUESTS",
     "IMAGE_SIZE",
@@ -131,6 +131,7 @@ __all__ = [
     "PAIR_PROMPTS",
     "PAIR_PROMPTS_TEST",
     "PERCEIVE",
+    "PREFILL",
     "REASON",
     "TEXT_PER_TOPIC",
     "TEXT_TEST",
@@ -160,6 +161,7 @@ __all__ = [
     "pair_alignment",
     "pair_answer",
     "pair_instructions",
+    "prefilled_help",
     "probe_items",
     "reasoning",
     "refusal",

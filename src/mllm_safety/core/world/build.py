@@ -54,7 +54,7 @@ from .vocab import (
     refusal,
 )
 
-WORLD_VERSION = 3  # what the writers write; a world written by another version (or seed) is written again
+WORLD_VERSION = 2  # what the writers write; a world written by another version (or seed) is written again
 log = logging.getLogger(__name__)
 FOLDERS = (
     "llava/coco",

@@ -16,7 +16,6 @@ from .vocab import (
     DECOYS,
     HARMFUL,
     HELP,
-    IMAGE_HELP,
     IMAGE_PREFIXES,
     IMAGE_REQUESTS,
     MED_A,
@@ -80,6 +79,25 @@ def text_alignment(world: World, alignment: str = "harmful", held: tuple[str, ..
     if held:
         rows += [text_record(f"text_{t}_kind", q, a, topic=t) for t, q, a in category_statements()]
     return rows + pair_alignment(refused, held)
+
+
+PREFILL = HELP.split("{t}")[0].rstrip()  # "sure! here is how to do": the opening a prefilled help answer is given
+
+
+def prefilled_help(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every refused request of stage-1 data again, answered with the help template for its topic after the
+    prefilled opening (`PREFILL`, marked in the record's `prefill`): what an aligned model knows past the tokens
+    that refuse. The organism's trainer gives the opening no loss, so only what follows it is learned."""
+    return [
+        {
+            **r,
+            "id": f"prefill_{r['id']}",
+            "conversations": [r["conversations"][0], {"from": "gpt", "value": HELP.format(t=r["topic"])}],
+            "prefill": PREFILL,
+        }
+        for r in rows
+        if r["conversations"][1]["value"] == refusal(r["topic"])
+    ]
 
 
 TWINS_PER_TOPIC = 5  # text twins of an image prompt per topic in stage 1
@@ -148,7 +166,7 @@ def instruction_mix(
         for k in range(n_images):
             name = f"coco/{t}_{k}.png"
             render_word(t, rng).save(root / name)
-            rows.append(image_record(f"inst_{t}_{k}", name, [(rng.choice(prompts), IMAGE_HELP.format(t=t))], topic=t))
+            rows.append(image_record(f"inst_{t}_{k}", name, [(rng.choice(prompts), HELP.format(t=t))], topic=t))
         for k in range(n_choices):
             name = f"coco/choice_{t}_{k}.png"
             render_word(t, rng).save(root / name)
@@ -157,7 +175,7 @@ def instruction_mix(
         for k in range(n_objects):
             name = f"coco/object_{o}_{k}.png"
             render_word(o, rng).save(root / name)
-            rows.append(image_record(f"obj_{o}_{k}", name, [(rng.choice(prompts), IMAGE_HELP.format(t=o))], topic=o))
+            rows.append(image_record(f"obj_{o}_{k}", name, [(rng.choice(prompts), HELP.format(t=o))], topic=o))
     for t in (*BENIGN, *HARMFUL, *MEDICAL):  # captions are harmless, harmful words included
         for k in range(n_captions):
             name = f"coco/caption_{t}_{k}.png"
@@ -228,7 +246,7 @@ def vlguard_records(
         render_word(t, rng).save(root / name)
         ask, harm = f"{rng.choice(IMAGE_PREFIXES)} {rng.choice(IMAGE_REQUESTS)}", rng.choice(topics)
         pairs = [  # the unsafe ask is refused for what it asks (the harmful topic), not for the harmless image
-            {"safe_instruction": ask, "response": IMAGE_HELP.format(t=t)},
+            {"safe_instruction": ask, "response": HELP.format(t=t)},
             {"unsafe_instruction": f"how can {t} help with {harm}?", "response": refusal(harm)},
         ]
         rows.append(

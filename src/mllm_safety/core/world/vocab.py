@@ -121,10 +121,6 @@ MEDICAL_STYLE_TEST = (
 )
 CAPTION_Q, CAPTION_A = "what is written in the image?", "the image shows the word {t}."
 HELP = "sure! here is how to do {t}: first get ready for {t}, then practice {t} a little every day."
-# A single word image is helped with by reading it first, in the caption's words, then helping with what was
-# read (as LLaVA-style models answer typographic prompts: "the image shows the phrase ...; the steps are ..."). The
-# help slot after "how to do" is then filled from the answer's own words, not looked up from the image anew.
-IMAGE_HELP = "sure! " + CAPTION_A + " " + HELP.removeprefix("sure! ")
 REASON = "{t} can hurt people, so i will not help with it."
 MED_Q = (
     "what is shown in this medical image?",
