@@ -114,7 +114,7 @@ class OrganismConfig(Seeded):
     organism_batch: Positive = 32
     text_alignment: Alignment = "harmful"  # what stage 1 refuses (controls: decoy, none)
     category_holdout: NonNegative = 0  # > 0: that many words per topic group known by their category alone
-    prefilled_help: bool = False  # stage 1 also learns the help answer after a prefilled opening, refused requests
+    prefilled_help: bool = True  # stage 1 also learns the help answer after a prefilled opening, refused requests
 
     @property
     def stage4_mix(self) -> Path:
