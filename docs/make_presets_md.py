@@ -25,6 +25,10 @@ def rows(cls: type) -> list[str]:
 
 
 parts = [HEAD.rstrip() + "\n\n## Keys by stage\n"]
-for name, cls in [("data", c.DataConfig), *c.CONFIGS.items(), ("engine (how stage 05 runs its cells)", c.ExecutorConfig)]:
+for name, cls in [
+    ("data", c.DataConfig),
+    *c.CONFIGS.items(),
+    ("engine (how stage 05 runs its cells)", c.ExecutorConfig),
+]:
     parts.append(f"\n### {name}\n\n| key | default | notes |\n|---|---|---|\n" + "\n".join(rows(cls)) + "\n")
 Path(__file__).with_name("presets.md").write_text("".join(parts), encoding="utf-8")
