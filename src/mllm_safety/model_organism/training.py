@@ -111,14 +111,15 @@ def fit(
 
 
 def encode_all(processor: Any, records: list[dict], image_root: Path) -> list[dict]:
-    """Encode records with the model's chat template (EOS always trained while building the organism)."""
+    """Encode records with the model's chat template (EOS always trained while building the organism). The
+    organism's own data must encode whole: a record that would be skipped is an error naming it."""
     encoder = Encoder(processor, "chat_template", image_root, 256, mask_eos_on_rejection=False)
     out = []
     for rec in records:
         try:
             sample = encoder.encode(rec)
-        except SampleSkipped:
-            continue
+        except SampleSkipped as err:
+            raise ValueError(f"organism record {rec['id']} cannot be encoded: {err}") from err
         sample.pop("truncated", None)
         out.append(sample)
     return out
